@@ -1,0 +1,143 @@
+"""RFC 9457 problem+json bodies with a stable ``code``. The one place that maps domain errors to HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ledger.domain.errors import Conflict, DomainError, InvalidRequest, NotFound, ServiceUnavailable
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+_STATUS_OF_ERROR: tuple[tuple[type[DomainError], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (InvalidRequest, 422),
+    (ServiceUnavailable, 503),
+)
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with the service's stable machine-readable ``code``."""
+
+    type: str = Field(examples=["urn:trust-ledger:problem:account_not_found"])
+    title: str = Field(examples=["Not Found"])
+    status: int = Field(examples=[404])
+    code: str = Field(description="stable machine-readable error code", examples=["account_not_found"])
+    detail: str = Field(examples=["account not found"])
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="validation errors, for code validation_error"
+    )
+
+
+_DOCUMENTED_STATUSES = {
+    400: "The request lacks something every write needs (such as an Idempotency-Key)",
+    404: "No such resource for this tenant (another tenant's ids answer the same)",
+    409: "The request conflicts with the current state (a taken code, a key still in flight)",
+    422: "The request is malformed or breaks a ledger rule; `code` says which",
+    503: "The database is unavailable, busy or timed out; retry after Retry-After seconds",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the problem statuses a route can answer."""
+    return {
+        status: {
+            "description": _DOCUMENTED_STATUSES[status],
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }
+
+
+def problem_response(
+    status: int, code: str, detail: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body = {
+        "type": f"urn:trust-ledger:problem:{code}",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "code": code,
+        "detail": detail,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _domain_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, DomainError)
+    status = next((status for kind, status in _STATUS_OF_ERROR if isinstance(error, kind)), 422)
+    headers = None
+    if isinstance(error, ServiceUnavailable):
+        headers = {"Retry-After": str(error.retry_after_seconds)}
+        structlog.get_logger(__name__).warning("request_refused_store_unavailable", code=error.code)
+    return problem_response(status, error.code, error.message, headers=headers)
+
+
+def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    errors = [
+        {
+            "location": [str(part) for part in item.get("loc", ())],
+            "message": item.get("msg", ""),
+            "type": item.get("type"),
+        }
+        for item in error.errors()
+    ]
+    return problem_response(422, "validation_error", "the request is not valid", errors=errors)
+
+
+def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, f"http_{error.status_code}")
+    return problem_response(error.status_code, code, str(error.detail), headers=error.headers)
+
+
+def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    structlog.get_logger(__name__).exception("request_failed_unexpectedly", error_type=type(error).__name__)
+    return problem_response(500, "internal_error", "the service failed to handle the request")
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def install_problem_schema(app: FastAPI) -> None:
+    """Adds the ``Problem`` schema that every documented error response refers to."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,122 @@
+"""The composition root: the only place that knows which adapter serves which port."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import boto3
+import botocore.config
+from dependency_injector import containers, providers
+from sqlalchemy.engine import Engine
+
+from ledger.domain.ledgers import AccountService, LedgerService
+from ledger.infrastructure.database_engine import CredentialedConnector, create_database_engine
+from ledger.infrastructure.database_health import DatabaseStoreHealth
+from ledger.infrastructure.database_schema import build_metadata
+from ledger.infrastructure.in_memory import InMemoryStore, InMemoryStoreHealth, InMemoryUnitOfWork
+from ledger.infrastructure.secret_providers import (
+    AwsSecretsManagerProvider,
+    DatabaseUrlProvider,
+    SecretFileProvider,
+    SecretProvider,
+)
+from ledger.infrastructure.settings import CredentialSource, LedgerSettings
+from ledger.infrastructure.sqlalchemy_unit_of_work import (
+    SqlAlchemyUnitOfWork,
+    TransactionSettings,
+    create_session_factory,
+)
+from ledger.infrastructure.structured_logging import configure_logging
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+API_MODULES = ["ledger.api.routers.health", "ledger.api.routers.ledgers"]
+
+
+class NoDatabaseConfigured(RuntimeError):
+    pass
+
+
+def build_secret_provider(settings: LedgerSettings) -> SecretProvider:
+    source = settings.credential_source
+    if source is CredentialSource.AWS_SECRETS_MANAGER:
+        assert settings.aws_secret_id is not None
+        client = boto3.session.Session().client(
+            "secretsmanager",
+            region_name=settings.aws_region,
+            endpoint_url=settings.aws_endpoint_url,
+            config=botocore.config.Config(
+                connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}
+            ),
+        )
+        return AwsSecretsManagerProvider(settings.aws_secret_id, client, ttl_seconds=settings.secret_cache_ttl_seconds)
+    if source is CredentialSource.SECRET_FILE:
+        assert settings.secret_file is not None
+        return SecretFileProvider(settings.secret_file, ttl_seconds=settings.secret_cache_ttl_seconds)
+    if source is CredentialSource.DATABASE_URL:
+        assert settings.database_url is not None
+        return DatabaseUrlProvider(settings.database_url)
+    raise NoDatabaseConfigured(
+        "no database configured: set LEDGER_AWS_SECRET_ID, LEDGER_SECRET_FILE or LEDGER_DATABASE_URL, "
+        "or let `ledger serve` start the embedded PostgreSQL"
+    )
+
+
+def database_engine_lifecycle(settings: LedgerSettings, connector: CredentialedConnector) -> Iterator[Engine]:
+    engine = create_database_engine(settings, connector)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _same(engine: Engine) -> Engine:
+    return engine
+
+
+class Container(containers.DeclarativeContainer):
+    settings = providers.Dependency(instance_of=LedgerSettings)
+
+    secret_provider = providers.ThreadSafeSingleton(build_secret_provider, settings)
+    database_connector = providers.ThreadSafeSingleton(CredentialedConnector, secret_provider, settings)
+    # The resource disposes the engine at shutdown; the singleton around it makes the first use thread-safe.
+    database_engine_resource = providers.Resource(database_engine_lifecycle, settings, database_connector)
+    database_engine = providers.ThreadSafeSingleton(_same, database_engine_resource)
+    database_tables = providers.ThreadSafeSingleton(build_metadata)
+    session_factory = providers.ThreadSafeSingleton(create_session_factory, database_engine)
+    transaction_settings = providers.ThreadSafeSingleton(TransactionSettings, settings)
+
+    unit_of_work = providers.Factory(
+        SqlAlchemyUnitOfWork,
+        session_factory=session_factory,
+        tables=database_tables,
+        transaction_settings=transaction_settings,
+    )
+    store_health = providers.ThreadSafeSingleton(DatabaseStoreHealth, database_engine, settings)
+
+    in_memory_store = providers.ThreadSafeSingleton(InMemoryStore)
+
+    ledger_service = providers.Factory(LedgerService, uow_factory=unit_of_work.provider)
+    account_service = providers.Factory(AccountService, uow_factory=unit_of_work.provider)
+
+
+def build_container(settings: LedgerSettings) -> Container:
+    container = Container(settings=settings)
+    return container
+
+
+def use_in_memory_adapters(container: Container) -> None:
+    """Swap PostgreSQL for the in-memory adapters: the whole app then runs without a database."""
+    container.unit_of_work.override(providers.Factory(InMemoryUnitOfWork, store=container.in_memory_store))
+    container.store_health.override(providers.ThreadSafeSingleton(InMemoryStoreHealth))
+
+
+def create_app() -> FastAPI:
+    """The ASGI factory uvicorn imports (``ledger.container:create_app``): settings from the environment."""
+    from ledger.api.app import create_app as create_api
+
+    settings = LedgerSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_api(build_container(settings))

@@ -1,0 +1,61 @@
+"""Table definitions (SQLAlchemy Core). Domain objects are mapped to and from rows in the repositories."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import UUID
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def build_metadata() -> sa.MetaData:
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    sa.Table(
+        "ledgers",
+        metadata,
+        sa.Column("id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("currency_code", sa.String(3), nullable=False),
+        sa.Column("currency_exponent", sa.SmallInteger, nullable=False),
+        sa.Column("time_zone", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("currency_exponent BETWEEN 0 AND 4", name="currency_exponent_range"),
+        sa.CheckConstraint("currency_code ~ '^[A-Z]{3}$'", name="currency_code_format"),
+        sa.Index("ix_ledgers_tenant_id_id", "tenant_id", "id"),
+    )
+    sa.Table(
+        "accounts",
+        metadata,
+        sa.Column("id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("ledger_id", UUID(as_uuid=True), sa.ForeignKey("ledgers.id"), nullable=False),
+        sa.Column("code", sa.Text, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("normal_side", sa.Text, nullable=False),
+        sa.Column("posted_debits", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("posted_credits", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("pending_debits", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("pending_credits", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("ledger_id", "code", name="uq_accounts_ledger_id_code"),
+        sa.CheckConstraint(
+            "kind IN ('bank','client','firm_funds','asset','liability','equity','income','expense')",
+            name="kind_known",
+        ),
+        sa.CheckConstraint("normal_side IN ('debit','credit')", name="normal_side_known"),
+        sa.CheckConstraint(
+            "posted_debits >= 0 AND posted_credits >= 0 AND pending_debits >= 0 AND pending_credits >= 0",
+            name="counters_not_negative",
+        ),
+        sa.Index("ix_accounts_tenant_id_ledger_id_id", "tenant_id", "ledger_id", "id"),
+    )
+    return metadata

@@ -1,0 +1,97 @@
+"""The one settings class. Built by the app factory and the CLI, never at import time."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CredentialSource(enum.StrEnum):
+    AWS_SECRETS_MANAGER = "aws_secrets_manager"
+    SECRET_FILE = "secret_file"
+    DATABASE_URL = "database_url"
+    EMBEDDED = "embedded"
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("trust-ledger", appauthor=False))
+
+
+class LedgerSettings(BaseSettings):
+    """Environment-driven (prefix ``LEDGER_``). Holds where credentials live, never a password of its own,
+    except ``database_url`` which is for development and CI only."""
+
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore", frozen=True)
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    # Credential source: at most one of these; none means the embedded PostgreSQL.
+    aws_secret_id: str | None = None
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None
+    secret_file: Path | None = None
+    database_url: SecretStr | None = None
+    secret_cache_ttl_seconds: float = Field(default=300.0, gt=0)
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+
+    pool_size: int = Field(default=10, ge=1, le=200)
+    max_overflow: int = Field(default=5, ge=0, le=200)
+    pool_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    pool_recycle_seconds: int = Field(default=1800, ge=1)
+    pool_pre_ping: bool = True
+    application_name: str = "trust-ledger"
+    statement_timeout_ms: int = Field(default=15_000, ge=0)
+    lock_timeout_ms: int = Field(default=5_000, ge=0)
+    idle_in_transaction_timeout_ms: int = Field(default=30_000, ge=0)
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    sslrootcert: Path | None = None
+
+    startup_deadline_seconds: float = Field(default=30.0, gt=0)
+    startup_retry_interval_seconds: float = Field(default=1.0, gt=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    threadpool_size: int = Field(default=40, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _one_credential_source(self) -> LedgerSettings:
+        chosen = [
+            name
+            for name, value in (
+                ("LEDGER_AWS_SECRET_ID", self.aws_secret_id),
+                ("LEDGER_SECRET_FILE", self.secret_file),
+                ("LEDGER_DATABASE_URL", self.database_url),
+            )
+            if value is not None
+        ]
+        if len(chosen) > 1:
+            raise ValueError(f"set at most one credential source, got {', '.join(chosen)}")
+        if self.aws_secret_id is not None and not self.aws_region:
+            raise ValueError("LEDGER_AWS_REGION is required with LEDGER_AWS_SECRET_ID")
+        if self.environment == "production" and self.database_url is not None:
+            raise ValueError("LEDGER_DATABASE_URL is for development and CI; production reads AWS Secrets Manager")
+        return self
+
+    @property
+    def credential_source(self) -> CredentialSource:
+        if self.aws_secret_id is not None:
+            return CredentialSource.AWS_SECRETS_MANAGER
+        if self.secret_file is not None:
+            return CredentialSource.SECRET_FILE
+        if self.database_url is not None:
+            return CredentialSource.DATABASE_URL
+        return CredentialSource.EMBEDDED
+
+    @property
+    def hide_sql_parameters(self) -> bool:
+        return self.environment != "development"

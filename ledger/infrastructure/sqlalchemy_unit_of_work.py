@@ -1,0 +1,97 @@
+"""One PostgreSQL transaction per use case, shared by the repositories."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger.domain.ports import UnitOfWork
+from ledger.infrastructure.database_errors import translate_database_errors, translated_error
+from ledger.infrastructure.settings import LedgerSettings
+from ledger.infrastructure.sqlalchemy_repositories import (
+    SqlAlchemyAccountRepository,
+    SqlAlchemyLedgerRepository,
+)
+
+# Applied with SET LOCAL semantics (is_local = true): scoped to the transaction, so nothing leaks to the next
+# user of a pooled or PgBouncer-shared connection, and nothing depends on connection start-up options.
+_TRANSACTION_SETTINGS_SQL = sa.text(
+    "SELECT set_config('statement_timeout', :statement_timeout, true),"
+    " set_config('lock_timeout', :lock_timeout, true),"
+    " set_config('idle_in_transaction_session_timeout', :idle_timeout, true)"
+)
+
+
+class TransactionSettings:
+    def __init__(self, settings: LedgerSettings) -> None:
+        self.parameters = {
+            "statement_timeout": f"{settings.statement_timeout_ms}ms",
+            "lock_timeout": f"{settings.lock_timeout_ms}ms",
+            "idle_timeout": f"{settings.idle_in_transaction_timeout_ms}ms",
+        }
+
+
+def create_session_factory(engine: sa.Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, autoflush=False, expire_on_commit=False)
+
+
+class SqlAlchemyUnitOfWork(UnitOfWork):
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        tables: sa.MetaData,
+        transaction_settings: TransactionSettings,
+    ) -> None:
+        self._session_factory = session_factory
+        self._tables = tables
+        self._transaction_settings = transaction_settings
+        self._session: Session | None = None
+
+    def __enter__(self) -> Self:
+        session = self._session_factory()
+        try:
+            with translate_database_errors():
+                session.execute(_TRANSACTION_SETTINGS_SQL, self._transaction_settings.parameters)
+        except BaseException:
+            session.close()
+            raise
+        self._session = session
+        self.ledgers = SqlAlchemyLedgerRepository(session, self._tables)
+        self.accounts = SqlAlchemyAccountRepository(session, self._tables)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        session = self._require_session()
+        self._session = None
+        try:
+            session.rollback()
+        except Exception:
+            if exc is None:
+                raise
+            # The connection may be gone; the error that brought us here is the one to report.
+        finally:
+            session.close()
+        if exc is not None:
+            translated = translated_error(exc)
+            if translated is not None:
+                raise translated from None
+
+    def commit(self) -> None:
+        with translate_database_errors():
+            self._require_session().commit()
+
+    def rollback(self) -> None:
+        self._require_session().rollback()
+
+    def _require_session(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("the unit of work is used outside its `with` block")
+        return self._session

@@ -1,0 +1,154 @@
+"""Shared fixtures: a real PostgreSQL (the embedded one, or LEDGER_TEST_DATABASE_URL) and moto's server mode."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from ledger.container import Container, build_container, use_in_memory_adapters
+from ledger.infrastructure.database_credentials import DatabaseCredentials
+from ledger.infrastructure.embedded_postgres import EmbeddedPostgres, write_private_file
+from ledger.infrastructure.settings import LedgerSettings
+from tests.postgres_admin import PostgresAdmin
+
+TEST_DATABASE_URL_VARIABLE = "LEDGER_TEST_DATABASE_URL"
+_STARTED_HERE = "_LEDGER_TEST_EMBEDDED_STARTED"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Starts the embedded PostgreSQL once, in the controlling process (never in an xdist worker); workers find
+    its URL in the environment they inherit."""
+    if hasattr(config, "workerinput") or os.environ.get(TEST_DATABASE_URL_VARIABLE):
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="ledger-test-pg-"))
+    embedded = EmbeddedPostgres(data_dir)
+    info = embedded.start()
+    os.environ[TEST_DATABASE_URL_VARIABLE] = f"postgresql://postgres@/postgres?host={info.socket_dir}&port={info.port}"
+    os.environ[_STARTED_HERE] = "1"
+    config.stash[_embedded_key] = embedded
+
+
+_embedded_key = pytest.StashKey[EmbeddedPostgres]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    embedded = config.stash.get(_embedded_key, None)
+    if embedded is not None:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> PostgresAdmin:
+    return PostgresAdmin(DatabaseCredentials.from_url(os.environ[TEST_DATABASE_URL_VARIABLE]))
+
+
+@pytest.fixture(scope="session")
+def service_database(postgres_admin: PostgresAdmin) -> DatabaseCredentials:
+    """A migrated database owned by its own password role: what the service connects with."""
+    from ledger.infrastructure.database_engine import CredentialedConnector, create_database_engine
+    from ledger.infrastructure.schema_migrations import upgrade_to_head
+    from ledger.infrastructure.secret_providers import DatabaseUrlProvider
+
+    role, password = postgres_admin.create_role()
+    dbname = postgres_admin.create_database(owner=role)
+    credentials = postgres_admin.credentials(role, password, dbname)
+    settings = settings_with_secret_url(credentials)
+    assert settings.database_url is not None
+    engine = create_database_engine(settings, CredentialedConnector(DatabaseUrlProvider(settings.database_url), settings))
+    try:
+        upgrade_to_head(engine)
+    finally:
+        engine.dispose()
+    return credentials
+
+
+def credentials_url(credentials: DatabaseCredentials) -> str:
+    from urllib.parse import quote
+
+    password = credentials.password.get_secret_value()
+    userinfo = quote(credentials.username) + (":" + quote(password, safe="") if password else "")
+    if credentials.host.startswith("/"):
+        return f"postgresql://{userinfo}@/{credentials.dbname}?host={credentials.host}&port={credentials.port}"
+    return f"postgresql://{userinfo}@{credentials.host}:{credentials.port}/{credentials.dbname}"
+
+
+def settings_with_secret_url(credentials: DatabaseCredentials, **overrides: object) -> LedgerSettings:
+    return LedgerSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="test",
+        database_url=SecretStr(credentials_url(credentials)),
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+def settings_with_secret_file(credentials: DatabaseCredentials, directory: Path, **overrides: object) -> LedgerSettings:
+    import json
+
+    path = directory / "secret.json"
+    write_private_file(path, json.dumps(credentials.to_document()))
+    return LedgerSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="test",
+        secret_file=path,
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(autouse=True)
+def _isolated_ledger_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build settings explicitly; stray LEDGER_* variables of the developer's shell must not leak in."""
+    for name in list(os.environ):
+        if name.startswith("LEDGER_") and name != TEST_DATABASE_URL_VARIABLE:
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def pg_container(service_database: DatabaseCredentials, tmp_path: Path) -> Iterator[Container]:
+    """The container wired to PostgreSQL through a secret file, as production wires it to a secret store."""
+    container = build_container(settings_with_secret_file(service_database, tmp_path))
+    yield container
+    container.shutdown_resources()
+
+
+@pytest.fixture
+def memory_container() -> Iterator[Container]:
+    container = build_container(LedgerSettings(_env_file=None, environment="test"))  # type: ignore[call-arg]
+    use_in_memory_adapters(container)
+    yield container
+    container.shutdown_resources()
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def any_container(request: pytest.FixtureRequest) -> Container:
+    """The same test on both adapters."""
+    name = "memory_container" if request.param == "memory" else "pg_container"
+    container: Container = request.getfixturevalue(name)
+    return container
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """AWS Secrets Manager through moto's server mode: boto3 speaks real HTTP to it."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
