@@ -11,6 +11,9 @@ from dependency_injector import containers, providers
 from sqlalchemy.engine import Engine
 
 from ledger.domain.ledgers import AccountService, LedgerService
+from ledger.domain.transactions import RetryPolicy, TransactionRunner
+from ledger.domain.transfer_service import TransferService
+from ledger.domain.trust_operations import TrustService
 from ledger.infrastructure.database_engine import CredentialedConnector, create_database_engine
 from ledger.infrastructure.database_health import DatabaseStoreHealth
 from ledger.infrastructure.database_schema import build_metadata
@@ -31,8 +34,6 @@ from ledger.infrastructure.structured_logging import configure_logging
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-
-API_MODULES = ["ledger.api.routers.health", "ledger.api.routers.ledgers"]
 
 
 class NoDatabaseConfigured(RuntimeError):
@@ -98,8 +99,14 @@ class Container(containers.DeclarativeContainer):
 
     in_memory_store = providers.ThreadSafeSingleton(InMemoryStore)
 
-    ledger_service = providers.Factory(LedgerService, uow_factory=unit_of_work.provider)
-    account_service = providers.Factory(AccountService, uow_factory=unit_of_work.provider)
+    retry_policy = providers.Object(RetryPolicy())
+    transaction_runner = providers.Factory(
+        TransactionRunner, uow_factory=unit_of_work.provider, retry_policy=retry_policy
+    )
+    ledger_service = providers.Factory(LedgerService, runner=transaction_runner)
+    account_service = providers.Factory(AccountService, runner=transaction_runner)
+    transfer_service = providers.Factory(TransferService, runner=transaction_runner)
+    trust_service = providers.Factory(TrustService, runner=transaction_runner)
 
 
 def build_container(settings: LedgerSettings) -> Container:

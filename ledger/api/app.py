@@ -15,11 +15,12 @@ from starlette.concurrency import run_in_threadpool
 import ledger
 from ledger.api.problems import install_problem_handlers, install_problem_schema
 from ledger.api.request_context import RequestContextMiddleware
-from ledger.api.routers import health, ledgers
+from ledger.api.request_guards import RequestGuardMiddleware
+from ledger.api.routers import health, ledgers, transfers
 from ledger.domain.errors import StartupCheckFailed
 from ledger.domain.ports import StoreHealth
 
-ROUTER_MODULES = [health, ledgers]
+ROUTER_MODULES = [health, ledgers, transfers]
 
 
 def report_startup_check(store_health: StoreHealth) -> None:
@@ -58,6 +59,7 @@ def create_app(container: Container) -> FastAPI:
         description="A double-entry ledger for money held in trust. Amounts are integers in minor units.",
         lifespan=lifespan,
     )
+    app.add_middleware(RequestGuardMiddleware)
     app.add_middleware(RequestContextMiddleware)
     install_problem_handlers(app)
     install_problem_schema(app)

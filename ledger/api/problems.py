@@ -17,6 +17,18 @@ from ledger.domain.errors import Conflict, DomainError, InvalidRequest, NotFound
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
+
+class ApiProblem(Exception):
+    """A refusal decided by the HTTP layer itself (a missing header, a wrong content type, a body too large)."""
+
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
 _STATUS_OF_ERROR: tuple[tuple[type[DomainError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
@@ -73,10 +85,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def problem_response(
-    status: int, code: str, detail: str, *, headers: Mapping[str, str] | None = None, **extra: Any
-) -> JSONResponse:
-    body = {
+def problem_body(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {
         "type": f"urn:trust-ledger:problem:{code}",
         "title": _TITLES.get(status, "Error"),
         "status": status,
@@ -84,6 +94,12 @@ def problem_response(
         "detail": detail,
         **extra,
     }
+
+
+def problem_response(
+    status: int, code: str, detail: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body = problem_body(status, code, detail, **extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
@@ -116,6 +132,11 @@ def _http_error(request: Request, error: Exception) -> JSONResponse:
     return problem_response(error.status_code, code, str(error.detail), headers=error.headers)
 
 
+def _api_problem(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ApiProblem)
+    return problem_response(error.status, error.code, error.message, headers=error.headers)
+
+
 def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     structlog.get_logger(__name__).exception("request_failed_unexpectedly", error_type=type(error).__name__)
     return problem_response(500, "internal_error", "the service failed to handle the request")
@@ -125,6 +146,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ApiProblem, _api_problem)
     app.add_exception_handler(Exception, _unexpected_error)
 
 

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ledger.domain.ledgers import MAX_PAGE_SIZE
-from ledger.domain.model import MAX_CODE_LENGTH, MAX_NAME_LENGTH, Account, AccountKind, Ledger, NormalSide
+from ledger.domain.model import (
+    MAX_CODE_LENGTH,
+    MAX_NAME_LENGTH,
+    Account,
+    AccountKind,
+    AccountStatus,
+    Ledger,
+    LedgerKind,
+    NormalSide,
+)
+from ledger.domain.money import MAX_AMOUNT_MINOR_UNITS
+from ledger.domain.transfer_service import PointInTimeBalance
+from ledger.domain.transfers import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_METADATA_BYTES,
+    MAX_POSTINGS_PER_TRANSFER,
+    Side,
+    StatementLine,
+    Transfer,
+    TransferKind,
+)
 
 NoNulText = r"^[^\x00]*$"
 
@@ -21,6 +41,12 @@ class LedgerCreate(StrictRequest):
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NoNulText, examples=["Client trust (IOLTA)"])
     currency: str = Field(pattern=r"^[A-Z]{3}$", examples=["USD"])
     time_zone: str = Field(default="UTC", min_length=1, max_length=64, examples=["America/New_York"])
+    kind: LedgerKind = Field(
+        default=LedgerKind.TRUST,
+        description="trust: only bank, client and firm_funds accounts; general: an operating book",
+    )
+
+    model_config = ConfigDict(extra="forbid", strict=False)
 
 
 class LedgerOut(BaseModel):
@@ -29,12 +55,14 @@ class LedgerOut(BaseModel):
     currency: str
     currency_exponent: int
     time_zone: str
+    kind: LedgerKind
     created_at: datetime
 
     @classmethod
     def of(cls, ledger: Ledger) -> LedgerOut:
         return cls(
             id=ledger.id,
+            kind=ledger.kind,
             name=ledger.name,
             currency=ledger.currency.code,
             currency_exponent=ledger.currency.exponent,
@@ -45,13 +73,17 @@ class LedgerOut(BaseModel):
 
 class LedgerPage(BaseModel):
     items: list[LedgerOut]
-    next_cursor: uuid.UUID | None
+    next_cursor: str | None
 
 
 class AccountCreate(StrictRequest):
     code: str = Field(min_length=1, max_length=MAX_CODE_LENGTH, pattern=NoNulText, examples=["client-1042"])
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NoNulText, examples=["Smith estate"])
     kind: AccountKind = Field(examples=[AccountKind.CLIENT])
+    prevent_overdraft: bool | None = Field(
+        default=None,
+        description="refuse voluntary debits below zero available (always true in a trust ledger; default by kind)",
+    )
 
     model_config = ConfigDict(extra="forbid", strict=False)
 
@@ -73,6 +105,8 @@ class AccountOut(BaseModel):
     kind: AccountKind
     normal_side: NormalSide
     balances: Balances
+    status: AccountStatus
+    prevent_overdraft: bool
     version: int
     created_at: datetime
 
@@ -93,6 +127,8 @@ class AccountOut(BaseModel):
                 posted=account.posted_balance,
                 available=account.available_balance,
             ),
+            status=account.status,
+            prevent_overdraft=account.prevent_overdraft,
             version=account.version,
             created_at=account.created_at,
         )
@@ -100,7 +136,193 @@ class AccountOut(BaseModel):
 
 class AccountPage(BaseModel):
     items: list[AccountOut]
-    next_cursor: uuid.UUID | None
+    next_cursor: str | None
 
 
-PageLimit = Field(default=100, ge=1, le=MAX_PAGE_SIZE)
+Amount = Annotated[
+    int,
+    Field(
+        strict=True,
+        gt=0,
+        le=MAX_AMOUNT_MINOR_UNITS,
+        description="integer minor units (cents for USD); no floats, no exponents",
+        examples=[125_00],
+    ),
+]
+Description = Annotated[str, Field(default="", max_length=MAX_DESCRIPTION_LENGTH, pattern=NoNulText)]
+Metadata = Annotated[
+    dict[str, Any], Field(default_factory=dict, description=f"a JSON object of at most {MAX_METADATA_BYTES} bytes")
+]
+EffectiveDate = Annotated[
+    date | None,
+    Field(default=None, description="the date the entry takes effect, in the ledger's time zone (default: today)"),
+]
+
+
+class PostingIn(StrictRequest):
+    account_id: uuid.UUID
+    side: Side
+    amount: Amount
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class TransferCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "ledger_id": "6f1c2a52-8a0e-4a4e-9d1e-0a6f2b1b9c11",
+                    "postings": [
+                        {"account_id": "0b9e5c1e-4c43-4b0c-9a55-3a8e3b8d2f01", "side": "debit", "amount": 50000},
+                        {"account_id": "3c7d2f4a-1b2c-4d5e-8f90-a1b2c3d4e5f6", "side": "credit", "amount": 50000},
+                    ],
+                    "description": "retainer received",
+                    "metadata": {"matter": "2026-114"},
+                }
+            ]
+        },
+    )
+
+    ledger_id: uuid.UUID
+    postings: list[PostingIn] = Field(min_length=2, max_length=MAX_POSTINGS_PER_TRANSFER)
+    description: Description
+    metadata: Metadata
+    effective_date: EffectiveDate
+
+
+class ReversalCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH, pattern=NoNulText)
+
+
+class PostingOut(BaseModel):
+    account_id: uuid.UUID
+    side: Side
+    amount: int
+    account_version: int
+    balance_after: int = Field(description="the account's posted balance after this posting, in its normal direction")
+
+
+class TransferOut(BaseModel):
+    id: uuid.UUID
+    ledger_id: uuid.UUID
+    kind: TransferKind
+    amount: int
+    description: str
+    metadata: dict[str, Any]
+    effective_date: date
+    recorded_at: datetime
+    actor: str
+    reverses_transfer_id: uuid.UUID | None
+    postings: list[PostingOut]
+
+    @classmethod
+    def of(cls, transfer: Transfer) -> TransferOut:
+        return cls(
+            id=transfer.id,
+            ledger_id=transfer.ledger_id,
+            kind=transfer.kind,
+            amount=transfer.amount,
+            description=transfer.description,
+            metadata=dict(transfer.metadata),
+            effective_date=transfer.effective_date,
+            recorded_at=transfer.recorded_at,
+            actor=transfer.actor,
+            reverses_transfer_id=transfer.reverses_transfer_id,
+            postings=[
+                PostingOut(
+                    account_id=posting.account_id,
+                    side=posting.side,
+                    amount=posting.amount,
+                    account_version=posting.account_version,
+                    balance_after=posting.balance_after,
+                )
+                for posting in transfer.postings
+            ],
+        )
+
+
+class TrustOperationBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Amount
+    description: Description
+    metadata: Metadata
+    effective_date: EffectiveDate
+
+
+class ClientDeposit(TrustOperationBase):
+    client_account_id: uuid.UUID
+    bank_account_id: uuid.UUID | None = Field(default=None, description="default: the ledger's one bank account")
+
+
+class ClientDisbursement(ClientDeposit):
+    pass
+
+
+class EarnedFee(ClientDeposit):
+    pass
+
+
+class ClientTransfer(TrustOperationBase):
+    from_client_account_id: uuid.UUID
+    to_client_account_id: uuid.UUID
+
+
+class FirmFundsMovement(TrustOperationBase):
+    bank_account_id: uuid.UUID | None = Field(default=None, description="default: the ledger's one bank account")
+
+
+class PointInTimeBalanceOut(BaseModel):
+    account_id: uuid.UUID
+    effective_on_or_before: date | None
+    known_at: datetime | None
+    debits: int
+    credits: int
+    balance: int = Field(description="in the account's normal direction, minor units")
+
+    @classmethod
+    def of(cls, balance: PointInTimeBalance) -> PointInTimeBalanceOut:
+        return cls(
+            account_id=balance.account_id,
+            effective_on_or_before=balance.effective_on_or_before,
+            known_at=balance.known_at,
+            debits=balance.debits,
+            credits=balance.credits,
+            balance=balance.balance,
+        )
+
+
+class StatementLineOut(BaseModel):
+    transfer_id: uuid.UUID
+    kind: TransferKind
+    description: str
+    side: Side
+    amount: int
+    account_version: int
+    running_balance: int
+    effective_date: date
+    recorded_at: datetime
+
+    @classmethod
+    def of(cls, line: StatementLine) -> StatementLineOut:
+        return cls(
+            transfer_id=line.transfer_id,
+            kind=line.kind,
+            description=line.description,
+            side=line.side,
+            amount=line.amount,
+            account_version=line.account_version,
+            running_balance=line.balance_after,
+            effective_date=line.effective_date,
+            recorded_at=line.recorded_at,
+        )
+
+
+class StatementPage(BaseModel):
+    account_id: uuid.UUID
+    items: list[StatementLineOut]
+    next_cursor: str | None

@@ -37,6 +37,10 @@ class ServiceUnavailable(DomainError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class TransactionConflict(ServiceUnavailable):
+    """A serialization failure or deadlock: the whole transaction may safely be run again."""
+
+
 class StartupCheckFailed(DomainError):
     """The service must not take traffic: the store is unreachable, refuses us, or its schema is behind."""
 

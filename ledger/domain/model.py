@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 import zoneinfo
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from ledger.domain.errors import InvalidRequest
@@ -25,6 +25,19 @@ class AccountKind(enum.StrEnum):
     EQUITY = "equity"
     INCOME = "income"
     EXPENSE = "expense"
+
+
+class LedgerKind(enum.StrEnum):
+    TRUST = "trust"
+    GENERAL = "general"
+
+
+class AccountStatus(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+TRUST_ACCOUNT_KINDS = frozenset({AccountKind.BANK, AccountKind.CLIENT, AccountKind.FIRM_FUNDS})
 
 
 class NormalSide(enum.StrEnum):
@@ -72,6 +85,7 @@ class Ledger:
     currency: Currency
     time_zone: str
     created_at: datetime
+    kind: LedgerKind = LedgerKind.TRUST
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +103,9 @@ class Account:
     pending_debits: int = 0
     pending_credits: int = 0
     version: int = 0
-    metadata: dict[str, str] = field(default_factory=dict)
+    status: AccountStatus = AccountStatus.OPEN
+    # A voluntary debit may never take the available balance below zero (clients, firm funds, the bank).
+    prevent_overdraft: bool = True
 
     @property
     def posted_balance(self) -> int:

@@ -6,10 +6,13 @@ import abc
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from ledger.domain.model import Account, Ledger
+from ledger.domain.idempotency import IdempotencyRecord
+from ledger.domain.model import Account, AccountKind, Ledger
+from ledger.domain.transfers import StatementLine, Transfer
 
 
 class LedgerRepository(abc.ABC):
@@ -38,12 +41,67 @@ class AccountRepository(abc.ABC):
         self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
     ) -> Sequence[Account]: ...
 
+    @abc.abstractmethod
+    def lock(self, tenant_id: uuid.UUID, account_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Account]:
+        """Locks the accounts that exist (for this tenant) in ascending id order until the unit of work ends, and
+        returns their current state. Ids of missing or foreign accounts are simply absent."""
+
+    @abc.abstractmethod
+    def save(self, accounts: Sequence[Account]) -> None:
+        """Writes counters, version and status of locked accounts."""
+
+    @abc.abstractmethod
+    def of_kind(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, kind: AccountKind) -> Sequence[Account]: ...
+
+
+class TransferRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, transfer: Transfer) -> None:
+        """Raises ``LedgerRuleViolation`` (``transfer_already_reversed``) for a second reversal of one transfer."""
+
+    @abc.abstractmethod
+    def get(self, tenant_id: uuid.UUID, transfer_id: uuid.UUID) -> Transfer | None: ...
+
+    @abc.abstractmethod
+    def reversal_of(self, tenant_id: uuid.UUID, transfer_id: uuid.UUID) -> uuid.UUID | None: ...
+
+    @abc.abstractmethod
+    def statement(
+        self, tenant_id: uuid.UUID, account_id: uuid.UUID, *, after_version: int, limit: int
+    ) -> Sequence[StatementLine]:
+        """Postings of one account in the order they were recorded, starting after ``after_version``."""
+
+    @abc.abstractmethod
+    def totals_as_of(
+        self,
+        tenant_id: uuid.UUID,
+        account_id: uuid.UUID,
+        *,
+        effective_on_or_before: date | None,
+        known_at: datetime | None,
+    ) -> tuple[int, int]:
+        """(debits, credits) of the postings effective on or before a date and recorded no later than a moment."""
+
+
+class IdempotencyRepository(abc.ABC):
+    @abc.abstractmethod
+    def try_claim(self, tenant_id: uuid.UUID, key: str) -> bool:
+        """Claims the key for this unit of work; False at once when another unit of work holds it."""
+
+    @abc.abstractmethod
+    def get(self, tenant_id: uuid.UUID, key: str) -> IdempotencyRecord | None: ...
+
+    @abc.abstractmethod
+    def add(self, record: IdempotencyRecord) -> None: ...
+
 
 class UnitOfWork(abc.ABC):
     """One transaction per use case. Leaving the block without ``commit()`` rolls everything back."""
 
     ledgers: LedgerRepository
     accounts: AccountRepository
+    transfers: TransferRepository
+    idempotency: IdempotencyRepository
 
     def __enter__(self) -> Self:
         return self
@@ -58,6 +116,10 @@ class UnitOfWork(abc.ABC):
 
     @abc.abstractmethod
     def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def now(self) -> datetime:
+        """The store's clock, read after the locks are taken: recorded times follow the order of the writes."""
 
     @abc.abstractmethod
     def rollback(self) -> None: ...

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import sqlalchemy.exc
 
-from ledger.domain.errors import DomainError, ServiceUnavailable
+from ledger.domain.errors import DomainError, ServiceUnavailable, TransactionConflict
 from ledger.infrastructure.secret_providers import SecretUnavailable
 
 # SQLSTATEs after which the same request is safe to retry later.
@@ -23,10 +23,6 @@ _UNAVAILABLE_STATES: dict[str, str] = {
 _CONFLICT_STATES: dict[str, str] = {"40001": "serialization_failure", "40P01": "deadlock_detected"}
 
 
-class RetryableTransactionConflict(ServiceUnavailable):
-    """A serialization failure or deadlock: the whole transaction may be run again."""
-
-
 def translated_error(error: BaseException) -> DomainError | None:
     """The domain error that stands for ``error``, or None when it is not a database or pool failure."""
     if isinstance(error, sqlalchemy.exc.TimeoutError):
@@ -36,9 +32,7 @@ def translated_error(error: BaseException) -> DomainError | None:
     if isinstance(error, sqlalchemy.exc.DBAPIError):
         state = getattr(error.orig, "pgcode", None)
         if state in _CONFLICT_STATES:
-            return RetryableTransactionConflict(
-                "the transaction conflicted with another one", code=_CONFLICT_STATES[state]
-            )
+            return TransactionConflict("the transaction conflicted with another one", code=_CONFLICT_STATES[state])
         if state in _UNAVAILABLE_STATES:
             return ServiceUnavailable("the database could not complete the request", code=_UNAVAILABLE_STATES[state])
         if error.connection_invalidated or isinstance(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -26,6 +26,7 @@ def build_metadata() -> sa.MetaData:
         sa.Column("currency_exponent", sa.SmallInteger, nullable=False),
         sa.Column("time_zone", sa.Text, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("kind", sa.Text, nullable=False, server_default="trust"),
         sa.CheckConstraint("currency_exponent BETWEEN 0 AND 4", name="currency_exponent_range"),
         sa.CheckConstraint("currency_code ~ '^[A-Z]{3}$'", name="currency_code_format"),
         sa.Index("ix_ledgers_tenant_id_id", "tenant_id", "id"),
@@ -46,6 +47,8 @@ def build_metadata() -> sa.MetaData:
         sa.Column("pending_credits", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.Text, nullable=False, server_default="open"),
+        sa.Column("prevent_overdraft", sa.Boolean, nullable=False, server_default=sa.true()),
         sa.UniqueConstraint("ledger_id", "code", name="uq_accounts_ledger_id_code"),
         sa.CheckConstraint(
             "kind IN ('bank','client','firm_funds','asset','liability','equity','income','expense')",
@@ -57,5 +60,45 @@ def build_metadata() -> sa.MetaData:
             name="counters_not_negative",
         ),
         sa.Index("ix_accounts_tenant_id_ledger_id_id", "tenant_id", "ledger_id", "id"),
+    )
+    sa.Table(
+        "transfers",
+        metadata,
+        sa.Column("id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("ledger_id", UUID(as_uuid=True), sa.ForeignKey("ledgers.id"), nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("metadata", JSONB, nullable=False),
+        sa.Column("effective_date", sa.Date, nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.Text, nullable=False),
+        sa.Column("reverses_transfer_id", UUID(as_uuid=True), sa.ForeignKey("transfers.id"), nullable=True),
+        sa.UniqueConstraint("reverses_transfer_id", name="uq_transfers_reverses_transfer_id"),
+    )
+    sa.Table(
+        "postings",
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("ledger_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("transfer_id", UUID(as_uuid=True), sa.ForeignKey("transfers.id"), nullable=False),
+        sa.Column("account_id", UUID(as_uuid=True), sa.ForeignKey("accounts.id"), nullable=False),
+        sa.Column("side", sa.Text, nullable=False),
+        sa.Column("amount", sa.BigInteger, nullable=False),
+        sa.Column("account_version", sa.BigInteger, nullable=False),
+        sa.Column("balance_after", sa.BigInteger, nullable=False),
+        sa.Column("effective_date", sa.Date, nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    sa.Table(
+        "idempotency_records",
+        metadata,
+        sa.Column("tenant_id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("key", sa.Text, primary_key=True),
+        sa.Column("fingerprint", sa.Text, nullable=False),
+        sa.Column("status_code", sa.SmallInteger, nullable=False),
+        sa.Column("body", JSONB, nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
     )
     return metadata

@@ -1,20 +1,30 @@
 """In-memory repositories and unit of work: product code, held to the same contract suite as PostgreSQL.
 
-A unit of work holds the store's lock from enter to exit (so use cases are serializable, like a locked
-transaction), stages its writes, and applies them only on commit: a rollback leaves no trace.
+A unit of work holds the store's lock from enter to exit (so use cases are serializable, like a transaction
+holding its row locks), stages its writes, and applies them only on commit: a rollback leaves no trace.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from ledger.domain.errors import Conflict
-from ledger.domain.model import Account, Ledger
-from ledger.domain.ports import AccountRepository, LedgerRepository, StoreStatus, UnitOfWork
+from ledger.domain.idempotency import IdempotencyRecord
+from ledger.domain.model import Account, AccountKind, Ledger
+from ledger.domain.ports import (
+    AccountRepository,
+    IdempotencyRepository,
+    LedgerRepository,
+    StoreStatus,
+    TransferRepository,
+    UnitOfWork,
+)
+from ledger.domain.transfers import LedgerRuleViolation, Side, StatementLine, Transfer
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -27,6 +37,10 @@ class InMemoryStore:
         self.lock = threading.RLock()
         self.ledgers: dict[uuid.UUID, Ledger] = {}
         self.accounts: dict[uuid.UUID, Account] = {}
+        self.transfers: dict[uuid.UUID, Transfer] = {}
+        self.reversals: dict[uuid.UUID, uuid.UUID] = {}
+        self.statements: dict[uuid.UUID, list[StatementLine]] = {}
+        self.idempotency: dict[tuple[uuid.UUID, str], IdempotencyRecord] = {}
 
 
 class _StagedTable(Generic[K, V]):
@@ -49,6 +63,28 @@ class _StagedTable(Generic[K, V]):
 
     def apply(self) -> None:
         self.committed.update(self.staged)
+        self.staged.clear()
+
+    def discard(self) -> None:
+        self.staged.clear()
+
+
+class _StagedLists(Generic[K, V]):
+    """Append-only lists per key (an account's statement), with appends staged until commit."""
+
+    def __init__(self, committed: dict[K, list[V]]) -> None:
+        self.committed = committed
+        self.staged: dict[K, list[V]] = {}
+
+    def items(self, key: K) -> list[V]:
+        return self.committed.get(key, []) + self.staged.get(key, [])
+
+    def append(self, key: K, value: V) -> None:
+        self.staged.setdefault(key, []).append(value)
+
+    def apply(self) -> None:
+        for key, values in self.staged.items():
+            self.committed.setdefault(key, []).extend(values)
         self.staged.clear()
 
     def discard(self) -> None:
@@ -105,20 +141,140 @@ class InMemoryAccountRepository(AccountRepository):
         ]
         return sorted(chosen, key=lambda account: account.id)[:limit]
 
+    def lock(self, tenant_id: uuid.UUID, account_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Account]:
+        # The unit of work already holds the store's lock: every account is as good as locked.
+        found = {}
+        for account_id in sorted(set(account_ids)):
+            account = self.get(tenant_id, account_id)
+            if account is not None:
+                found[account_id] = account
+        return found
+
+    def save(self, accounts: Sequence[Account]) -> None:
+        for account in accounts:
+            self._table.put(account.id, account)
+
+    def of_kind(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, kind: AccountKind) -> Sequence[Account]:
+        chosen = [
+            account
+            for account in self._table.values()
+            if account.tenant_id == tenant_id and account.ledger_id == ledger_id and account.kind is kind
+        ]
+        return sorted(chosen, key=lambda account: account.id)
+
+
+class InMemoryTransferRepository(TransferRepository):
+    def __init__(
+        self,
+        transfers: _StagedTable[uuid.UUID, Transfer],
+        reversals: _StagedTable[uuid.UUID, uuid.UUID],
+        statements: _StagedLists[uuid.UUID, StatementLine],
+    ) -> None:
+        self._transfers = transfers
+        self._reversals = reversals
+        self._statements = statements
+
+    def add(self, transfer: Transfer) -> None:
+        if transfer.reverses_transfer_id is not None:
+            if self._reversals.get(transfer.reverses_transfer_id) is not None:
+                raise LedgerRuleViolation("the transfer has already been reversed", code="transfer_already_reversed")
+            self._reversals.put(transfer.reverses_transfer_id, transfer.id)
+        self._transfers.put(transfer.id, transfer)
+        for posting in transfer.postings:
+            self._statements.append(
+                posting.account_id,
+                StatementLine(
+                    transfer_id=transfer.id,
+                    kind=transfer.kind,
+                    description=transfer.description,
+                    side=posting.side,
+                    amount=posting.amount,
+                    account_version=posting.account_version,
+                    balance_after=posting.balance_after,
+                    effective_date=transfer.effective_date,
+                    recorded_at=transfer.recorded_at,
+                ),
+            )
+
+    def get(self, tenant_id: uuid.UUID, transfer_id: uuid.UUID) -> Transfer | None:
+        transfer = self._transfers.get(transfer_id)
+        return transfer if transfer is not None and transfer.tenant_id == tenant_id else None
+
+    def reversal_of(self, tenant_id: uuid.UUID, transfer_id: uuid.UUID) -> uuid.UUID | None:
+        if self.get(tenant_id, transfer_id) is None:
+            return None
+        return self._reversals.get(transfer_id)
+
+    def statement(
+        self, tenant_id: uuid.UUID, account_id: uuid.UUID, *, after_version: int, limit: int
+    ) -> Sequence[StatementLine]:
+        lines = self._lines(tenant_id, account_id)
+        return [line for line in lines if line.account_version > after_version][:limit]
+
+    def totals_as_of(
+        self,
+        tenant_id: uuid.UUID,
+        account_id: uuid.UUID,
+        *,
+        effective_on_or_before: date | None,
+        known_at: datetime | None,
+    ) -> tuple[int, int]:
+        debits = credits = 0
+        for line in self._lines(tenant_id, account_id):
+            if effective_on_or_before is not None and line.effective_date > effective_on_or_before:
+                continue
+            if known_at is not None and line.recorded_at > known_at:
+                continue
+            if line.side is Side.DEBIT:
+                debits += line.amount
+            else:
+                credits += line.amount
+        return debits, credits
+
+    def _lines(self, tenant_id: uuid.UUID, account_id: uuid.UUID) -> list[StatementLine]:
+        lines = self._statements.items(account_id)
+        if lines and self.get(tenant_id, lines[0].transfer_id) is None:
+            return []
+        return lines
+
+
+class InMemoryIdempotencyRepository(IdempotencyRepository):
+    def __init__(self, table: _StagedTable[tuple[uuid.UUID, str], IdempotencyRecord]) -> None:
+        self._table = table
+
+    def try_claim(self, tenant_id: uuid.UUID, key: str) -> bool:
+        # Units of work are serialized by the store's lock, so a key is never seen in flight here.
+        return True
+
+    def get(self, tenant_id: uuid.UUID, key: str) -> IdempotencyRecord | None:
+        return self._table.get((tenant_id, key))
+
+    def add(self, record: IdempotencyRecord) -> None:
+        if self._table.get((record.tenant_id, record.key)) is not None:
+            raise Conflict("the Idempotency-Key is already recorded", code="idempotency_key_in_flight")
+        self._table.put((record.tenant_id, record.key), record)
+
 
 class InMemoryUnitOfWork(UnitOfWork):
-    def __init__(self, store: InMemoryStore) -> None:
+    def __init__(self, store: InMemoryStore, clock: Callable[[], datetime] | None = None) -> None:
         self._store = store
-        self._tables: tuple[_StagedTable[uuid.UUID, Ledger], _StagedTable[uuid.UUID, Account]] | None = None
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._staged: list[_StagedTable[object, object] | _StagedLists[object, object]] | None = None
         self.committed = False
 
     def __enter__(self) -> Self:
         self._store.lock.acquire()
         ledgers = _StagedTable(self._store.ledgers)
         accounts = _StagedTable(self._store.accounts)
-        self._tables = (ledgers, accounts)
+        transfers = _StagedTable(self._store.transfers)
+        reversals = _StagedTable(self._store.reversals)
+        statements = _StagedLists(self._store.statements)
+        idempotency = _StagedTable(self._store.idempotency)
+        self._staged = [ledgers, accounts, transfers, reversals, statements, idempotency]  # type: ignore[list-item]
         self.ledgers = InMemoryLedgerRepository(ledgers)
         self.accounts = InMemoryAccountRepository(accounts)
+        self.transfers = InMemoryTransferRepository(transfers, reversals, statements)
+        self.idempotency = InMemoryIdempotencyRepository(idempotency)
         return self
 
     def __exit__(
@@ -130,24 +286,25 @@ class InMemoryUnitOfWork(UnitOfWork):
         try:
             self.rollback()
         finally:
-            self._tables = None
+            self._staged = None
             self._store.lock.release()
 
     def commit(self) -> None:
-        for table in self._require_tables():
-            table.apply()
+        for staged in self._require_staged():
+            staged.apply()
         self.committed = True
 
     def rollback(self) -> None:
-        for table in self._require_tables():
-            table.discard()
+        for staged in self._require_staged():
+            staged.discard()
 
-    def _require_tables(
-        self,
-    ) -> tuple[_StagedTable[uuid.UUID, Ledger], _StagedTable[uuid.UUID, Account]]:
-        if self._tables is None:
+    def now(self) -> datetime:
+        return self._clock()
+
+    def _require_staged(self) -> list[_StagedTable[object, object] | _StagedLists[object, object]]:
+        if self._staged is None:
             raise RuntimeError("the unit of work is used outside its `with` block")
-        return self._tables
+        return self._staged
 
 
 class InMemoryStoreHealth:

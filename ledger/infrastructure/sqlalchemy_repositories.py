@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,9 +12,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from ledger.domain.errors import Conflict
-from ledger.domain.model import Account, AccountKind, Ledger, NormalSide
+from ledger.domain.idempotency import IdempotencyRecord, RecordedResponse
+from ledger.domain.model import Account, AccountKind, AccountStatus, Ledger, LedgerKind, NormalSide
 from ledger.domain.money import Currency
-from ledger.domain.ports import AccountRepository, LedgerRepository
+from ledger.domain.ports import AccountRepository, IdempotencyRepository, LedgerRepository, TransferRepository
+from ledger.domain.transfers import LedgerRuleViolation, Posting, Side, StatementLine, Transfer, TransferKind
 
 
 class SqlAlchemyLedgerRepository(LedgerRepository):
@@ -31,6 +34,7 @@ class SqlAlchemyLedgerRepository(LedgerRepository):
                 currency_exponent=ledger.currency.exponent,
                 time_zone=ledger.time_zone,
                 created_at=ledger.created_at,
+                kind=ledger.kind.value,
             )
         )
 
@@ -70,6 +74,8 @@ class SqlAlchemyAccountRepository(AccountRepository):
                 pending_credits=account.pending_credits,
                 version=account.version,
                 created_at=account.created_at,
+                status=account.status.value,
+                prevent_overdraft=account.prevent_overdraft,
             )
             .on_conflict_do_nothing(constraint="uq_accounts_ledger_id_code")
             .returning(self._table.c.id)
@@ -92,6 +98,253 @@ class SqlAlchemyAccountRepository(AccountRepository):
         rows = self._session.execute(query.order_by(self._table.c.id).limit(limit))
         return [_account_from_row(row._mapping) for row in rows]
 
+    def lock(self, tenant_id: uuid.UUID, account_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Account]:
+        rows = self._session.execute(
+            sa.select(self._table)
+            .where(self._table.c.tenant_id == tenant_id, self._table.c.id.in_(sorted(set(account_ids))))
+            .order_by(self._table.c.id)
+            .with_for_update(key_share=True)
+        )
+        return {row.id: _account_from_row(row._mapping) for row in rows}
+
+    def save(self, accounts: Sequence[Account]) -> None:
+        if not accounts:
+            return
+        table = self._table
+        self._session.execute(
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("account_id"))
+            .values(
+                posted_debits=sa.bindparam("posted_debits"),
+                posted_credits=sa.bindparam("posted_credits"),
+                pending_debits=sa.bindparam("pending_debits"),
+                pending_credits=sa.bindparam("pending_credits"),
+                version=sa.bindparam("new_version"),
+                status=sa.bindparam("new_status"),
+            ),
+            [
+                {
+                    "account_id": account.id,
+                    "posted_debits": account.posted_debits,
+                    "posted_credits": account.posted_credits,
+                    "pending_debits": account.pending_debits,
+                    "pending_credits": account.pending_credits,
+                    "new_version": account.version,
+                    "new_status": account.status.value,
+                }
+                for account in accounts
+            ],
+            execution_options={"synchronize_session": False},
+        )
+
+    def of_kind(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, kind: AccountKind) -> Sequence[Account]:
+        rows = self._session.execute(
+            sa.select(self._table)
+            .where(
+                self._table.c.tenant_id == tenant_id,
+                self._table.c.ledger_id == ledger_id,
+                self._table.c.kind == kind.value,
+            )
+            .order_by(self._table.c.id)
+        )
+        return [_account_from_row(row._mapping) for row in rows]
+
+
+class SqlAlchemyTransferRepository(TransferRepository):
+    def __init__(self, session: Session, tables: sa.MetaData) -> None:
+        self._session = session
+        self._transfers = tables.tables["transfers"]
+        self._postings = tables.tables["postings"]
+
+    def add(self, transfer: Transfer) -> None:
+        if transfer.reverses_transfer_id is not None:
+            inserted = self._session.execute(
+                pg_insert(self._transfers)
+                .values(_transfer_row(transfer))
+                .on_conflict_do_nothing(index_elements=["reverses_transfer_id"])
+                .returning(self._transfers.c.id)
+            ).one_or_none()
+            if inserted is None:
+                raise LedgerRuleViolation("the transfer has already been reversed", code="transfer_already_reversed")
+        else:
+            self._session.execute(self._transfers.insert().values(_transfer_row(transfer)))
+        self._session.execute(
+            self._postings.insert(),
+            [
+                {
+                    "tenant_id": transfer.tenant_id,
+                    "ledger_id": transfer.ledger_id,
+                    "transfer_id": transfer.id,
+                    "account_id": posting.account_id,
+                    "side": posting.side.value,
+                    "amount": posting.amount,
+                    "account_version": posting.account_version,
+                    "balance_after": posting.balance_after,
+                    "effective_date": transfer.effective_date,
+                    "recorded_at": transfer.recorded_at,
+                }
+                for posting in transfer.postings
+            ],
+        )
+
+    def get(self, tenant_id: uuid.UUID, transfer_id: uuid.UUID) -> Transfer | None:
+        row = self._session.execute(
+            sa.select(self._transfers).where(
+                self._transfers.c.tenant_id == tenant_id, self._transfers.c.id == transfer_id
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        postings = self._session.execute(
+            sa.select(self._postings).where(self._postings.c.transfer_id == transfer_id).order_by(self._postings.c.id)
+        )
+        return Transfer(
+            id=row.id,
+            tenant_id=row.tenant_id,
+            ledger_id=row.ledger_id,
+            kind=TransferKind(row.kind),
+            description=row.description,
+            metadata=row.metadata,
+            effective_date=row.effective_date,
+            recorded_at=row.recorded_at,
+            actor=row.actor,
+            reverses_transfer_id=row.reverses_transfer_id,
+            postings=tuple(
+                Posting(
+                    account_id=posting.account_id,
+                    side=Side(posting.side),
+                    amount=posting.amount,
+                    account_version=posting.account_version,
+                    balance_after=posting.balance_after,
+                )
+                for posting in postings
+            ),
+        )
+
+    def reversal_of(self, tenant_id: uuid.UUID, transfer_id: uuid.UUID) -> uuid.UUID | None:
+        found: uuid.UUID | None = self._session.execute(
+            sa.select(self._transfers.c.id).where(
+                self._transfers.c.tenant_id == tenant_id, self._transfers.c.reverses_transfer_id == transfer_id
+            )
+        ).scalar_one_or_none()
+        return found
+
+    def statement(
+        self, tenant_id: uuid.UUID, account_id: uuid.UUID, *, after_version: int, limit: int
+    ) -> Sequence[StatementLine]:
+        postings, transfers = self._postings, self._transfers
+        rows = self._session.execute(
+            sa.select(
+                postings.c.transfer_id,
+                transfers.c.kind,
+                transfers.c.description,
+                postings.c.side,
+                postings.c.amount,
+                postings.c.account_version,
+                postings.c.balance_after,
+                postings.c.effective_date,
+                postings.c.recorded_at,
+            )
+            .join(transfers, transfers.c.id == postings.c.transfer_id)
+            .where(
+                postings.c.tenant_id == tenant_id,
+                postings.c.account_id == account_id,
+                postings.c.account_version > after_version,
+            )
+            .order_by(postings.c.account_version)
+            .limit(limit)
+        )
+        return [
+            StatementLine(
+                transfer_id=row.transfer_id,
+                kind=TransferKind(row.kind),
+                description=row.description,
+                side=Side(row.side),
+                amount=row.amount,
+                account_version=row.account_version,
+                balance_after=row.balance_after,
+                effective_date=row.effective_date,
+                recorded_at=row.recorded_at,
+            )
+            for row in rows
+        ]
+
+    def totals_as_of(
+        self,
+        tenant_id: uuid.UUID,
+        account_id: uuid.UUID,
+        *,
+        effective_on_or_before: date | None,
+        known_at: datetime | None,
+    ) -> tuple[int, int]:
+        postings = self._postings
+        query = sa.select(
+            sa.func.coalesce(sa.func.sum(postings.c.amount).filter(postings.c.side == "debit"), 0),
+            sa.func.coalesce(sa.func.sum(postings.c.amount).filter(postings.c.side == "credit"), 0),
+        ).where(postings.c.tenant_id == tenant_id, postings.c.account_id == account_id)
+        if effective_on_or_before is not None:
+            query = query.where(postings.c.effective_date <= effective_on_or_before)
+        if known_at is not None:
+            query = query.where(postings.c.recorded_at <= known_at)
+        debits, credits = self._session.execute(query).one()
+        return int(debits), int(credits)
+
+
+class SqlAlchemyIdempotencyRepository(IdempotencyRepository):
+    def __init__(self, session: Session, tables: sa.MetaData) -> None:
+        self._session = session
+        self._table = tables.tables["idempotency_records"]
+
+    def try_claim(self, tenant_id: uuid.UUID, key: str) -> bool:
+        # A transaction-scoped advisory lock: a second request with the key in flight is told at once (409)
+        # instead of waiting behind the first one's row lock.
+        claimed: bool = self._session.execute(
+            sa.text("SELECT pg_try_advisory_xact_lock(hashtextextended(:lock_name, 0))"),
+            {"lock_name": f"idempotency:{tenant_id}:{key}"},
+        ).scalar_one()
+        return claimed
+
+    def get(self, tenant_id: uuid.UUID, key: str) -> IdempotencyRecord | None:
+        row = self._session.execute(
+            sa.select(self._table).where(self._table.c.tenant_id == tenant_id, self._table.c.key == key)
+        ).one_or_none()
+        if row is None:
+            return None
+        return IdempotencyRecord(
+            tenant_id=row.tenant_id,
+            key=row.key,
+            fingerprint=row.fingerprint,
+            response=RecordedResponse(status_code=row.status_code, body=row.body),
+            recorded_at=row.recorded_at,
+        )
+
+    def add(self, record: IdempotencyRecord) -> None:
+        self._session.execute(
+            self._table.insert().values(
+                tenant_id=record.tenant_id,
+                key=record.key,
+                fingerprint=record.fingerprint,
+                status_code=record.response.status_code,
+                body=dict(record.response.body),
+                recorded_at=record.recorded_at,
+            )
+        )
+
+
+def _transfer_row(transfer: Transfer) -> dict[str, Any]:
+    return {
+        "id": transfer.id,
+        "tenant_id": transfer.tenant_id,
+        "ledger_id": transfer.ledger_id,
+        "kind": transfer.kind.value,
+        "description": transfer.description,
+        "metadata": dict(transfer.metadata),
+        "effective_date": transfer.effective_date,
+        "recorded_at": transfer.recorded_at,
+        "actor": transfer.actor,
+        "reverses_transfer_id": transfer.reverses_transfer_id,
+    }
+
 
 def _ledger_from_row(row: Any) -> Ledger:
     return Ledger(
@@ -101,6 +354,7 @@ def _ledger_from_row(row: Any) -> Ledger:
         currency=Currency(code=row["currency_code"], exponent=row["currency_exponent"]),
         time_zone=row["time_zone"],
         created_at=row["created_at"],
+        kind=LedgerKind(row["kind"]),
     )
 
 
@@ -119,4 +373,6 @@ def _account_from_row(row: Any) -> Account:
         pending_credits=row["pending_credits"],
         version=row["version"],
         created_at=row["created_at"],
+        status=AccountStatus(row["status"]),
+        prevent_overdraft=row["prevent_overdraft"],
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -13,7 +14,9 @@ from ledger.infrastructure.database_errors import translate_database_errors, tra
 from ledger.infrastructure.settings import LedgerSettings
 from ledger.infrastructure.sqlalchemy_repositories import (
     SqlAlchemyAccountRepository,
+    SqlAlchemyIdempotencyRepository,
     SqlAlchemyLedgerRepository,
+    SqlAlchemyTransferRepository,
 )
 
 # Applied with SET LOCAL semantics (is_local = true): scoped to the transaction, so nothing leaks to the next
@@ -23,6 +26,9 @@ _TRANSACTION_SETTINGS_SQL = sa.text(
     " set_config('lock_timeout', :lock_timeout, true),"
     " set_config('idle_in_transaction_session_timeout', :idle_timeout, true)"
 )
+
+
+_CLOCK_SQL = sa.text("SELECT clock_timestamp()")
 
 
 class TransactionSettings:
@@ -61,6 +67,8 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self._session = session
         self.ledgers = SqlAlchemyLedgerRepository(session, self._tables)
         self.accounts = SqlAlchemyAccountRepository(session, self._tables)
+        self.transfers = SqlAlchemyTransferRepository(session, self._tables)
+        self.idempotency = SqlAlchemyIdempotencyRepository(session, self._tables)
         return self
 
     def __exit__(
@@ -87,6 +95,11 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
     def commit(self) -> None:
         with translate_database_errors():
             self._require_session().commit()
+
+    def now(self) -> datetime:
+        with translate_database_errors():
+            moment: datetime = self._require_session().execute(_CLOCK_SQL).scalar_one()
+        return moment
 
     def rollback(self) -> None:
         self._require_session().rollback()

@@ -1,34 +1,66 @@
-"""Ledgers and their accounts."""
+"""Ledgers and their accounts: open, list, read, balances at a point in time, statements, close."""
 
 import uuid
+from datetime import date, datetime
 from typing import Annotated
 
 from dependency_injector.wiring import Provide, inject
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.responses import JSONResponse
 
+from ledger.api.idempotent_writes import idempotency_key, idempotent_request, recorded_response
 from ledger.api.problems import problem_responses
-from ledger.api.schemas import AccountCreate, AccountOut, AccountPage, LedgerCreate, LedgerOut, LedgerPage
+from ledger.api.schemas import (
+    AccountCreate,
+    AccountOut,
+    AccountPage,
+    LedgerCreate,
+    LedgerOut,
+    LedgerPage,
+    PointInTimeBalanceOut,
+    StatementLineOut,
+    StatementPage,
+)
 from ledger.domain.ledgers import MAX_PAGE_SIZE, AccountService, LedgerService
 from ledger.domain.model import DEFAULT_TENANT_ID
+from ledger.domain.transactions import TransactionRunner
+from ledger.domain.transfer_service import TransferService
 
-router = APIRouter(prefix="/v1", tags=["ledgers"])
+router = APIRouter(prefix="/v1", tags=["ledgers and accounts"])
 
 LedgerServiceDependency = Annotated[LedgerService, Depends(Provide["ledger_service"])]
 AccountServiceDependency = Annotated[AccountService, Depends(Provide["account_service"])]
+TransferServiceDependency = Annotated[TransferService, Depends(Provide["transfer_service"])]
+RunnerDependency = Annotated[TransactionRunner, Depends(Provide["transaction_runner"])]
+IdempotencyKey = Annotated[str, Depends(idempotency_key)]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="page size, at most 500")]
-Cursor = Annotated[uuid.UUID | None, Query(description="the next_cursor of the previous page")]
+Cursor = Annotated[
+    str | None, Query(max_length=64, pattern=r"^[0-9a-f-]+$", description="next_cursor of the previous page")
+]
 
 
 @router.post(
     "/ledgers",
     status_code=status.HTTP_201_CREATED,
     summary="Open a ledger",
-    responses=problem_responses(422, 503),
+    response_model=LedgerOut,
+    responses=problem_responses(400, 409, 422, 503),
 )
 @inject
-def open_ledger(body: LedgerCreate, ledgers: LedgerServiceDependency) -> LedgerOut:
-    ledger = ledgers.open_ledger(DEFAULT_TENANT_ID, name=body.name, currency=body.currency, time_zone=body.time_zone)
-    return LedgerOut.of(ledger)
+def open_ledger(
+    request: Request,
+    body: LedgerCreate,
+    key: IdempotencyKey,
+    ledgers: LedgerServiceDependency,
+    runner: RunnerDependency,
+) -> JSONResponse:
+    command = ledgers.open_ledger_command(
+        DEFAULT_TENANT_ID, name=body.name, currency=body.currency, time_zone=body.time_zone, kind=body.kind
+    )
+    idempotent = idempotent_request(
+        request, tenant_id=DEFAULT_TENANT_ID, key=key, payload=body, success_status=201, to_body=LedgerOut.of
+    )
+    return recorded_response(runner.run_idempotently(idempotent, command))
 
 
 @router.get("/ledgers", summary="List ledgers", responses=problem_responses(422, 503))
@@ -48,12 +80,30 @@ def get_ledger(ledger_id: uuid.UUID, ledgers: LedgerServiceDependency) -> Ledger
     "/ledgers/{ledger_id}/accounts",
     status_code=status.HTTP_201_CREATED,
     summary="Open an account in a ledger",
-    responses=problem_responses(404, 409, 422, 503),
+    response_model=AccountOut,
+    responses=problem_responses(400, 404, 409, 422, 503),
 )
 @inject
-def open_account(ledger_id: uuid.UUID, body: AccountCreate, accounts: AccountServiceDependency) -> AccountOut:
-    account = accounts.open_account(DEFAULT_TENANT_ID, ledger_id, code=body.code, name=body.name, kind=body.kind)
-    return AccountOut.of(account)
+def open_account(
+    request: Request,
+    ledger_id: uuid.UUID,
+    body: AccountCreate,
+    key: IdempotencyKey,
+    accounts: AccountServiceDependency,
+    runner: RunnerDependency,
+) -> JSONResponse:
+    command = accounts.open_account_command(
+        DEFAULT_TENANT_ID,
+        ledger_id,
+        code=body.code,
+        name=body.name,
+        kind=body.kind,
+        prevent_overdraft=body.prevent_overdraft,
+    )
+    idempotent = idempotent_request(
+        request, tenant_id=DEFAULT_TENANT_ID, key=key, payload=body, success_status=201, to_body=AccountOut.of
+    )
+    return recorded_response(runner.run_idempotently(idempotent, command))
 
 
 @router.get(
@@ -71,9 +121,68 @@ def list_accounts(
 
 @router.get(
     "/accounts/{account_id}",
-    summary="Get an account with its balances",
+    summary="Get an account with its current balances (O(1) at any history length)",
     responses=problem_responses(404, 503),
 )
 @inject
 def get_account(account_id: uuid.UUID, accounts: AccountServiceDependency) -> AccountOut:
     return AccountOut.of(accounts.get_account(DEFAULT_TENANT_ID, account_id))
+
+
+@router.post(
+    "/accounts/{account_id}/close",
+    summary="Close an account with a zero balance",
+    response_model=AccountOut,
+    responses=problem_responses(400, 404, 409, 422, 503),
+)
+@inject
+def close_account(
+    request: Request,
+    account_id: uuid.UUID,
+    key: IdempotencyKey,
+    accounts: AccountServiceDependency,
+    runner: RunnerDependency,
+) -> JSONResponse:
+    command = accounts.close_account_command(DEFAULT_TENANT_ID, account_id)
+    idempotent = idempotent_request(
+        request, tenant_id=DEFAULT_TENANT_ID, key=key, payload=None, success_status=200, to_body=AccountOut.of
+    )
+    return recorded_response(runner.run_idempotently(idempotent, command))
+
+
+@router.get(
+    "/accounts/{account_id}/balance",
+    summary="An account's balance at a point in time",
+    description="From the postings effective on or before `as_of_date` (the ledger's dates), as they were recorded "
+    "no later than `known_at`. Without parameters: the balance from every posting so far.",
+    responses=problem_responses(404, 422, 503),
+)
+@inject
+def balance_at(
+    account_id: uuid.UUID,
+    transfers: TransferServiceDependency,
+    as_of_date: Annotated[date | None, Query(description="effective on or before this date")] = None,
+    known_at: Annotated[datetime | None, Query(description="as recorded by this moment (ISO 8601 with offset)")] = None,
+) -> PointInTimeBalanceOut:
+    balance = transfers.balance_at(DEFAULT_TENANT_ID, account_id, effective_on_or_before=as_of_date, known_at=known_at)
+    return PointInTimeBalanceOut.of(balance)
+
+
+@router.get(
+    "/accounts/{account_id}/statement",
+    summary="An account's postings in the order recorded, with the running balance",
+    responses=problem_responses(404, 422, 503),
+)
+@inject
+def statement(
+    account_id: uuid.UUID,
+    transfers: TransferServiceDependency,
+    limit: PageSize = 100,
+    after: Annotated[str | None, Query(max_length=18, pattern=r"^[0-9]+$")] = None,
+) -> StatementPage:
+    page = transfers.statement(DEFAULT_TENANT_ID, account_id, after=after, limit=limit)
+    return StatementPage(
+        account_id=account_id,
+        items=[StatementLineOut.of(line) for line in page.items],
+        next_cursor=page.next_cursor,
+    )

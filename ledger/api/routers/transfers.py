@@ -1,0 +1,279 @@
+"""Transfers (journal entries) and the trust operations built on them."""
+
+import uuid
+from typing import Annotated
+
+from dependency_injector.wiring import Provide, inject
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import JSONResponse
+
+from ledger.api.idempotent_writes import idempotency_key, idempotent_request, recorded_response
+from ledger.api.problems import problem_responses
+from ledger.api.schemas import (
+    ClientDeposit,
+    ClientDisbursement,
+    ClientTransfer,
+    EarnedFee,
+    FirmFundsMovement,
+    ReversalCreate,
+    TransferCreate,
+    TransferOut,
+    TrustOperationBase,
+)
+from ledger.domain.model import DEFAULT_TENANT_ID
+from ledger.domain.transactions import TransactionRunner
+from ledger.domain.transfer_service import TransferService
+from ledger.domain.transfers import PostingDraft, TransferDraft
+from ledger.domain.trust_operations import TrustOperation, TrustOperationKind, TrustService
+
+router = APIRouter(prefix="/v1", tags=["transfers"])
+
+API_ACTOR = "api"
+
+TransferServiceDependency = Annotated[TransferService, Depends(Provide["transfer_service"])]
+TrustServiceDependency = Annotated[TrustService, Depends(Provide["trust_service"])]
+RunnerDependency = Annotated[TransactionRunner, Depends(Provide["transaction_runner"])]
+IdempotencyKey = Annotated[str, Depends(idempotency_key)]
+_WRITE_PROBLEMS = problem_responses(400, 404, 409, 422, 503)
+
+
+@router.post(
+    "/transfers",
+    status_code=status.HTTP_201_CREATED,
+    summary="Post a transfer of two or more postings that sum to zero",
+    response_model=TransferOut,
+    responses=_WRITE_PROBLEMS,
+)
+@inject
+def post_transfer(
+    request: Request,
+    body: TransferCreate,
+    key: IdempotencyKey,
+    transfers: TransferServiceDependency,
+    runner: RunnerDependency,
+) -> JSONResponse:
+    draft = TransferDraft(
+        ledger_id=body.ledger_id,
+        postings=tuple(
+            PostingDraft(account_id=posting.account_id, side=posting.side, amount=posting.amount)
+            for posting in body.postings
+        ),
+        description=body.description,
+        metadata=body.metadata,
+        effective_date=body.effective_date,
+    )
+    command = transfers.post_transfer_command(DEFAULT_TENANT_ID, API_ACTOR, draft)
+    idempotent = idempotent_request(
+        request, tenant_id=DEFAULT_TENANT_ID, key=key, payload=body, success_status=201, to_body=TransferOut.of
+    )
+    return recorded_response(runner.run_idempotently(idempotent, command))
+
+
+@router.get("/transfers/{transfer_id}", summary="Get a transfer", responses=problem_responses(404, 503))
+@inject
+def get_transfer(transfer_id: uuid.UUID, transfers: TransferServiceDependency) -> TransferOut:
+    return TransferOut.of(transfers.get_transfer(DEFAULT_TENANT_ID, transfer_id))
+
+
+@router.post(
+    "/transfers/{transfer_id}/reversal",
+    status_code=status.HTTP_201_CREATED,
+    summary="Reverse a transfer (once) with a new entry that negates it",
+    response_model=TransferOut,
+    responses=_WRITE_PROBLEMS,
+)
+@inject
+def reverse_transfer(
+    request: Request,
+    transfer_id: uuid.UUID,
+    body: ReversalCreate,
+    key: IdempotencyKey,
+    transfers: TransferServiceDependency,
+    runner: RunnerDependency,
+) -> JSONResponse:
+    command = transfers.reverse_transfer_command(
+        DEFAULT_TENANT_ID, API_ACTOR, transfer_id, description=body.description
+    )
+    idempotent = idempotent_request(
+        request, tenant_id=DEFAULT_TENANT_ID, key=key, payload=body, success_status=201, to_body=TransferOut.of
+    )
+    return recorded_response(runner.run_idempotently(idempotent, command))
+
+
+def _run_trust_operation(
+    request: Request,
+    key: str,
+    body: TrustOperationBase,
+    operation: TrustOperation,
+    trust: TrustService,
+    runner: TransactionRunner,
+) -> JSONResponse:
+    command = trust.command(DEFAULT_TENANT_ID, API_ACTOR, operation)
+    idempotent = idempotent_request(
+        request, tenant_id=DEFAULT_TENANT_ID, key=key, payload=body, success_status=201, to_body=TransferOut.of
+    )
+    return recorded_response(runner.run_idempotently(idempotent, command))
+
+
+def _operation(
+    kind: TrustOperationKind, ledger_id: uuid.UUID, body: TrustOperationBase, **accounts: object
+) -> TrustOperation:
+    return TrustOperation(
+        kind=kind,
+        ledger_id=ledger_id,
+        amount=body.amount,
+        description=body.description,
+        metadata=body.metadata,
+        effective_date=body.effective_date,
+        **accounts,  # type: ignore[arg-type]
+    )
+
+
+@router.post(
+    "/ledgers/{ledger_id}/deposits",
+    status_code=status.HTTP_201_CREATED,
+    summary="Deposit client money: debit the trust bank account, credit the client",
+    response_model=TransferOut,
+    responses=_WRITE_PROBLEMS,
+    tags=["trust operations"],
+)
+@inject
+def deposit(
+    request: Request,
+    ledger_id: uuid.UUID,
+    body: ClientDeposit,
+    key: IdempotencyKey,
+    trust: TrustServiceDependency,
+    runner: RunnerDependency,
+) -> JSONResponse:
+    operation = _operation(
+        TrustOperationKind.DEPOSIT,
+        ledger_id,
+        body,
+        client_account_id=body.client_account_id,
+        bank_account_id=body.bank_account_id,
+    )
+    return _run_trust_operation(request, key, body, operation, trust, runner)
+
+
+@router.post(
+    "/ledgers/{ledger_id}/disbursements",
+    status_code=status.HTTP_201_CREATED,
+    summary="Disburse client money: refused (insufficient_funds) beyond the client's available funds",
+    response_model=TransferOut,
+    responses=_WRITE_PROBLEMS,
+    tags=["trust operations"],
+)
+@inject
+def disburse(
+    request: Request,
+    ledger_id: uuid.UUID,
+    body: ClientDisbursement,
+    key: IdempotencyKey,
+    trust: TrustServiceDependency,
+    runner: RunnerDependency,
+) -> JSONResponse:
+    operation = _operation(
+        TrustOperationKind.DISBURSEMENT,
+        ledger_id,
+        body,
+        client_account_id=body.client_account_id,
+        bank_account_id=body.bank_account_id,
+    )
+    return _run_trust_operation(request, key, body, operation, trust, runner)
+
+
+@router.post(
+    "/ledgers/{ledger_id}/client-transfers",
+    status_code=status.HTTP_201_CREATED,
+    summary="Move money from one client's sub-ledger to another's",
+    response_model=TransferOut,
+    responses=_WRITE_PROBLEMS,
+    tags=["trust operations"],
+)
+@inject
+def transfer_between_clients(
+    request: Request,
+    ledger_id: uuid.UUID,
+    body: ClientTransfer,
+    key: IdempotencyKey,
+    trust: TrustServiceDependency,
+    runner: RunnerDependency,
+) -> JSONResponse:
+    operation = _operation(
+        TrustOperationKind.CLIENT_TRANSFER,
+        ledger_id,
+        body,
+        client_account_id=body.from_client_account_id,
+        to_client_account_id=body.to_client_account_id,
+    )
+    return _run_trust_operation(request, key, body, operation, trust, runner)
+
+
+@router.post(
+    "/ledgers/{ledger_id}/earned-fees",
+    status_code=status.HTTP_201_CREATED,
+    summary="Pay an earned fee out of trust to the firm: a disbursement from the client, categorised as a fee",
+    response_model=TransferOut,
+    responses=_WRITE_PROBLEMS,
+    tags=["trust operations"],
+)
+@inject
+def earned_fee(
+    request: Request,
+    ledger_id: uuid.UUID,
+    body: EarnedFee,
+    key: IdempotencyKey,
+    trust: TrustServiceDependency,
+    runner: RunnerDependency,
+) -> JSONResponse:
+    operation = _operation(
+        TrustOperationKind.EARNED_FEE,
+        ledger_id,
+        body,
+        client_account_id=body.client_account_id,
+        bank_account_id=body.bank_account_id,
+    )
+    return _run_trust_operation(request, key, body, operation, trust, runner)
+
+
+@router.post(
+    "/ledgers/{ledger_id}/firm-deposits",
+    status_code=status.HTTP_201_CREATED,
+    summary="Deposit the firm's own money to cover bank charges",
+    response_model=TransferOut,
+    responses=_WRITE_PROBLEMS,
+    tags=["trust operations"],
+)
+@inject
+def firm_deposit(
+    request: Request,
+    ledger_id: uuid.UUID,
+    body: FirmFundsMovement,
+    key: IdempotencyKey,
+    trust: TrustServiceDependency,
+    runner: RunnerDependency,
+) -> JSONResponse:
+    operation = _operation(TrustOperationKind.FIRM_DEPOSIT, ledger_id, body, bank_account_id=body.bank_account_id)
+    return _run_trust_operation(request, key, body, operation, trust, runner)
+
+
+@router.post(
+    "/ledgers/{ledger_id}/bank-charges",
+    status_code=status.HTTP_201_CREATED,
+    summary="Book a bank charge against firm funds (involuntary: booked even if it overdraws them)",
+    response_model=TransferOut,
+    responses=_WRITE_PROBLEMS,
+    tags=["trust operations"],
+)
+@inject
+def bank_charge(
+    request: Request,
+    ledger_id: uuid.UUID,
+    body: FirmFundsMovement,
+    key: IdempotencyKey,
+    trust: TrustServiceDependency,
+    runner: RunnerDependency,
+) -> JSONResponse:
+    operation = _operation(TrustOperationKind.BANK_CHARGE, ledger_id, body, bank_account_id=body.bank_account_id)
+    return _run_trust_operation(request, key, body, operation, trust, runner)
