@@ -131,6 +131,36 @@ def check() -> None:
         _check(usable)
 
 
+@app.command()
+def demo(
+    in_memory: Annotated[bool, typer.Option("--in-memory", help="use the in-memory adapters, no database")] = False,
+) -> None:
+    """Create a demo trust ledger, post deposits, disbursements and transfers, show a refused overdraft, and print
+    the balances and one client's statement."""
+    from rich.console import Console
+
+    from ledger.container import use_in_memory_adapters
+    from ledger.demo import run_demo
+
+    settings = load_settings()
+    if in_memory:
+        container = build_container(settings)
+        use_in_memory_adapters(container)
+        run_demo(container, Console(width=max(Console().width, 110)))
+        return
+    with database_available(settings) as usable:
+        if settings.credential_source is CredentialSource.EMBEDDED:
+            _migrate(usable)
+        container = build_container(usable)
+        try:
+            report_startup_check(container.store_health())
+            run_demo(container, Console(width=max(Console().width, 110)))
+        except StartupCheckFailed:
+            raise typer.Exit(EXIT_CHECK_FAILED) from None
+        finally:
+            container.shutdown_resources()
+
+
 def main() -> None:
     app(prog_name="ledger")
 
