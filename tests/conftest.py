@@ -60,7 +60,9 @@ def service_database(postgres_admin: PostgresAdmin) -> DatabaseCredentials:
     credentials = postgres_admin.credentials(role, password, dbname)
     settings = settings_with_secret_url(credentials)
     assert settings.database_url is not None
-    engine = create_database_engine(settings, CredentialedConnector(DatabaseUrlProvider(settings.database_url), settings))
+    engine = create_database_engine(
+        settings, CredentialedConnector(DatabaseUrlProvider(settings.database_url), settings)
+    )
     try:
         upgrade_to_head(engine)
     finally:

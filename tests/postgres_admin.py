@@ -34,7 +34,9 @@ class PostgresAdmin:
         finally:
             connection.close()
 
-    def execute(self, statement: sql.Composable | str, parameters: tuple[object, ...] = (), dbname: str | None = None) -> list[tuple[object, ...]]:
+    def execute(
+        self, statement: sql.Composable | str, parameters: tuple[object, ...] = (), dbname: str | None = None
+    ) -> list[tuple[object, ...]]:
         with self.connection(dbname) as connection, connection.cursor() as cursor:
             cursor.execute(statement, parameters)
             return cursor.fetchall() if cursor.description else []
@@ -77,7 +79,9 @@ class PostgresAdmin:
         """False on a server that trusts every login (then a refused-login test cannot mean anything)."""
         role, _ = self.create_role()
         try:
-            psycopg2.connect(**self.credentials(role, "definitely-wrong", self.superuser.dbname).connect_parameters()).close()
+            psycopg2.connect(
+                **self.credentials(role, "definitely-wrong", self.superuser.dbname).connect_parameters()
+            ).close()
         except psycopg2.OperationalError:
             return True
         return False

@@ -70,7 +70,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], ConnectionFailureCause], ...] = (
         ConnectionFailureCause.SERVER_STARTING,
     ),
     (
-        re.compile(r"too many connections|remaining connection slots are reserved", re.I),
+        re.compile(r"too many (connections|clients)|remaining connection slots are reserved", re.I),
         ConnectionFailureCause.TOO_MANY_CONNECTIONS,
     ),
     (

@@ -23,8 +23,7 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], float]
 
-# Threads that hit a refused login together share one refresh: a second refresh within this window returns
-# what the first one fetched.
+# After the store could not be read, serve the cached credentials and try the store again this soon.
 MIN_REFRESH_INTERVAL_SECONDS = 1.0
 
 
@@ -70,10 +69,8 @@ class _CachedCredentials:
     def refresh(self, stale: DatabaseCredentials | None) -> DatabaseCredentials:
         with self._lock:
             cached = self._credentials
-            if cached is not None and (
-                (stale is not None and cached is not stale)
-                or self._clock() - self._fetched_at < MIN_REFRESH_INTERVAL_SECONDS
-            ):
+            if cached is not None and stale is not None and cached is not stale:
+                # Another thread refreshed since this caller read ``stale``: one fetch serves them all.
                 return cached
             return self._fetch_locked(keep_stale_on_failure=True)
 

@@ -1,0 +1,204 @@
+"""The embedded default through the real CLI: ``ledger serve`` with no database configured.
+
+It starts a private PostgreSQL in LEDGER_DATA_DIR, writes a 0600 secret file, migrates and serves; Ctrl-C stops the
+server and its PostgreSQL; a second start on the same data directory finds the same data and the same secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+READY_WITHIN_SECONDS = 20.0
+STOPPED_WITHIN_SECONDS = 15.0
+POSTGRES_GONE_WITHIN_SECONDS = 5.0
+
+
+def embedded_environment(data_dir: Path) -> dict[str, str]:
+    """The parent's environment without any credential source: no LEDGER_* and no AWS_* variable."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("LEDGER_", "AWS_"))}
+    env.update(
+        LEDGER_ENVIRONMENT="test",
+        LEDGER_DATA_DIR=str(data_dir),
+        LEDGER_LOG_FORMAT="json",
+        LEDGER_LOG_LEVEL="INFO",
+        LEDGER_HOST="127.0.0.1",
+        LEDGER_STARTUP_DEADLINE_SECONDS="5",
+        LEDGER_STARTUP_RETRY_INTERVAL_SECONDS="0.5",
+    )
+    return env
+
+
+def postgres_processes(data_dir: Path) -> list[psutil.Process]:
+    """Processes whose command line names this data directory (the embedded postmaster and its children)."""
+    marker = str(data_dir)
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(marker in part for part in process.info["cmdline"] or ()):
+                found.append(process)
+    return found
+
+
+def wait_until_no_postgres(data_dir: Path, seconds: float) -> list[psutil.Process]:
+    give_up_at = time.monotonic() + seconds
+    left = postgres_processes(data_dir)
+    while left and time.monotonic() < give_up_at:
+        psutil.wait_procs(left, timeout=0.2)
+        left = postgres_processes(data_dir)
+    return left
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    started: float
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        # Read through a separate handle: seeking the child's own stdout would move where it writes.
+        return self.log_path.read_bytes().decode("utf-8", errors="replace")
+
+    def wait_ready(self, client: httpx.Client) -> float:
+        """Seconds from process start to the first 200 from /readyz."""
+        give_up_at = self.started + READY_WITHIN_SECONDS
+        last: str = "no answer"
+        while time.monotonic() < give_up_at:
+            if self.process.poll() is not None:
+                pytest.fail(f"serve exited {self.process.returncode} before it was ready:\n{self.output()}")
+            try:
+                response = client.get(f"{self.base_url}/readyz", timeout=1.0)
+            except httpx.TransportError as error:
+                last = type(error).__name__
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=0.1)
+                continue
+            if response.status_code == 200:
+                return time.monotonic() - self.started
+            last = f"{response.status_code} {response.text}"
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=0.1)
+        pytest.fail(f"/readyz not 200 within {READY_WITHIN_SECONDS}s (last: {last}):\n{self.output()}")
+
+    def interrupt(self) -> float:
+        """Ctrl-C; returns the seconds until the process exited."""
+        sent = time.monotonic()
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=STOPPED_WITHIN_SECONDS)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve still running {STOPPED_WITHIN_SECONDS}s after SIGINT:\n{self.output()}")
+        return time.monotonic() - sent
+
+
+@contextlib.contextmanager
+def embedded_server(data_dir: Path, log_path: Path) -> Iterator[ServerProcess]:
+    """``ledger serve`` on a free port; whatever happens, the server and its PostgreSQL are gone afterwards."""
+    with log_path.open("ab") as output_file:
+        port = free_port()
+        server = ServerProcess(
+            process=subprocess.Popen(
+                [sys.executable, "-m", "ledger", "serve", "--port", str(port)],
+                env=embedded_environment(data_dir),
+                stdin=subprocess.DEVNULL,
+                stdout=output_file,
+                stderr=subprocess.STDOUT,
+            ),
+            port=port,
+            started=time.monotonic(),
+            log_path=log_path,
+        )
+        try:
+            yield server
+        finally:
+            if server.process.poll() is None:
+                server.process.kill()
+                server.process.wait(timeout=10)
+            # Only the PostgreSQL this test started: its command line names this test's data directory.
+            for leftover in postgres_processes(data_dir):
+                with contextlib.suppress(psutil.Error):
+                    leftover.kill()
+            psutil.wait_procs(postgres_processes(data_dir), timeout=5)
+
+
+def json_events(output: str) -> list[dict[str, Any]]:
+    events = []
+    for line in output.splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+def assert_stopped_cleanly(server: ServerProcess, data_dir: Path, password: str) -> None:
+    seconds = server.interrupt()
+    assert seconds <= STOPPED_WITHIN_SECONDS
+    left = wait_until_no_postgres(data_dir, POSTGRES_GONE_WITHIN_SECONDS)
+    assert left == [], f"postgres still running for {data_dir}: {[p.pid for p in left]}\n{server.output()}"
+    output = server.output()
+    assert password not in output
+    assert "Traceback" not in output, output
+    events = [event.get("event") for event in json_events(output)]
+    assert "embedded_postgres_stopped" in events, output
+
+
+def test_embedded_serve_starts_serves_stops_and_restarts_on_the_same_data(tmp_path: Path) -> None:
+    data_dir = (tmp_path / "ledger-data").resolve()
+    data_dir.mkdir()
+    secret_file = data_dir / "secrets" / "service.json"
+
+    with embedded_server(data_dir, tmp_path / "first.log") as first, httpx.Client() as client:
+        first.wait_ready(client)
+        created = client.post(f"{first.base_url}/v1/ledgers", json={"name": "Trust", "currency": "USD"}, timeout=5)
+        assert created.status_code == 201, created.text
+        ledger = created.json()
+        assert ledger["name"] == "Trust"
+        assert ledger["currency"] == "USD"
+
+        assert secret_file.is_file()
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        secret_text = secret_file.read_text(encoding="utf-8")
+        password = json.loads(secret_text)["password"]
+        assert len(password) >= 16
+        assert postgres_processes(data_dir), "no postgres process names the data directory"
+
+        assert_stopped_cleanly(first, data_dir, password)
+
+    with embedded_server(data_dir, tmp_path / "second.log") as second, httpx.Client() as client:
+        second.wait_ready(client)
+        listed = client.get(f"{second.base_url}/v1/ledgers", timeout=5)
+        assert listed.status_code == 200, listed.text
+        assert ledger["id"] in [item["id"] for item in listed.json()["items"]]
+        fetched = client.get(f"{second.base_url}/v1/ledgers/{ledger['id']}", timeout=5)
+        assert fetched.status_code == 200
+        assert fetched.json() == ledger
+
+        # The same secret: not rewritten, still private.
+        assert secret_file.read_text(encoding="utf-8") == secret_text
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+
+        assert_stopped_cleanly(second, data_dir, password)
