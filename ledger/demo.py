@@ -32,17 +32,34 @@ def run_demo(container: Container, console: Console) -> Ledger:
     trust, transfers = container.trust_service(), container.transfer_service()
     tenant = DEFAULT_TENANT_ID
     suffix = uuid.uuid4().hex[:6]
-    ledger = ledgers.open_ledger(tenant, name=f"Demo client trust {suffix}", currency="USD", time_zone="America/New_York")
+    ledger = ledgers.open_ledger(
+        tenant, name=f"Demo client trust {suffix}", currency="USD", time_zone="America/New_York"
+    )
     bank = accounts.open_account(tenant, ledger.id, code="bank", name="Trust bank account", kind=AccountKind.BANK)
-    accounts.open_account(tenant, ledger.id, code="firm", name="Firm funds for bank charges", kind=AccountKind.FIRM_FUNDS)
+    accounts.open_account(
+        tenant, ledger.id, code="firm", name="Firm funds for bank charges", kind=AccountKind.FIRM_FUNDS
+    )
     clients = {
         name: accounts.open_account(tenant, ledger.id, code=code, name=name, kind=AccountKind.CLIENT)
         for code, name in (("c-1001", "Smith estate"), ("c-1002", "Garcia purchase"), ("c-1003", "Okafor settlement"))
     }
     smith, garcia, okafor = clients.values()
 
-    def operate(kind: TrustOperationKind, amount: int, description: str, **accounts_of: uuid.UUID) -> None:
-        operation = TrustOperation(kind=kind, ledger_id=ledger.id, amount=amount, description=description, **accounts_of)
+    def operate(
+        kind: TrustOperationKind,
+        amount: int,
+        description: str,
+        client: uuid.UUID | None = None,
+        to_client: uuid.UUID | None = None,
+    ) -> None:
+        operation = TrustOperation(
+            kind=kind,
+            ledger_id=ledger.id,
+            amount=amount,
+            description=description,
+            client_account_id=client,
+            to_client_account_id=to_client,
+        )
         try:
             trust.execute(tenant, DEMO_ACTOR, operation)
             console.print(f"  posted   {kind.value:<16} {format_amount(amount, ledger.currency):>16}  {description}")
@@ -54,22 +71,22 @@ def run_demo(container: Container, console: Console) -> Ledger:
 
     console.print(f"[bold]Trust ledger[/] {ledger.name} ({ledger.id})")
     operate(TrustOperationKind.FIRM_DEPOSIT, 100_00, "firm money to cover bank charges")
-    operate(TrustOperationKind.DEPOSIT, 25_000_00, "retainer", client_account_id=smith.id)
-    operate(TrustOperationKind.DEPOSIT, 180_000_00, "purchase deposit", client_account_id=garcia.id)
-    operate(TrustOperationKind.DEPOSIT, 7_500_00, "settlement proceeds", client_account_id=okafor.id)
-    operate(TrustOperationKind.DISBURSEMENT, 1_250_00, "court filing fees", client_account_id=smith.id)
-    operate(TrustOperationKind.EARNED_FEE, 4_000_00, "invoice 2026-118 earned", client_account_id=smith.id)
+    operate(TrustOperationKind.DEPOSIT, 25_000_00, "retainer", client=smith.id)
+    operate(TrustOperationKind.DEPOSIT, 180_000_00, "purchase deposit", client=garcia.id)
+    operate(TrustOperationKind.DEPOSIT, 7_500_00, "settlement proceeds", client=okafor.id)
+    operate(TrustOperationKind.DISBURSEMENT, 1_250_00, "court filing fees", client=smith.id)
+    operate(TrustOperationKind.EARNED_FEE, 4_000_00, "invoice 2026-118 earned", client=smith.id)
     operate(
         TrustOperationKind.CLIENT_TRANSFER,
         500_00,
         "share of a joint expense",
-        client_account_id=garcia.id,
-        to_client_account_id=okafor.id,
+        client=garcia.id,
+        to_client=okafor.id,
     )
-    operate(TrustOperationKind.DISBURSEMENT, 170_000_00, "closing payment to seller", client_account_id=garcia.id)
+    operate(TrustOperationKind.DISBURSEMENT, 170_000_00, "closing payment to seller", client=garcia.id)
     operate(TrustOperationKind.BANK_CHARGE, 25_00, "monthly account fee")
     # Okafor holds 8,000.00: the pooled bank account holds far more, but other clients' money is not Okafor's.
-    operate(TrustOperationKind.DISBURSEMENT, 9_000_00, "overdraft attempt", client_account_id=okafor.id)
+    operate(TrustOperationKind.DISBURSEMENT, 9_000_00, "overdraft attempt", client=okafor.id)
 
     listing = accounts.list_accounts(tenant, ledger.id, limit=100).items
     console.print(balances_table(ledger, listing))

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from dependency_injector import providers
 from fastapi.testclient import TestClient
-from httpx import Response
+from httpx2 import Response
 from pydantic import SecretStr
 
 from ledger.api.app import create_app
@@ -637,6 +637,10 @@ def test_closed_account_is_refused_and_the_refusal_replayed(
     assert replay.status_code == 422
     assert replay.headers["content-type"].split(";")[0] == PROBLEM
     assert replay.json() == first
+    assert snapshot(client, world) == before
+    # It was recorded (not merely refused again): the key now belongs to that request.
+    other = Attempt("POST", "/v1/transfers", json_body=valid_transfer(world), key=attempt.key)
+    assert_problem(other.send(client), 422, "idempotency_key_reused")
     assert snapshot(client, world) == before
 
 

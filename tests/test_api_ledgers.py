@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from ledger.api.app import create_app
 from ledger.container import Container
+from tests.http_clients import KeyedTestClient
 
 PROBLEM_JSON = "application/problem+json"
 MAX_LEDGER_PAGES = 200
@@ -22,7 +23,7 @@ MAX_LEDGER_PAGES = 200
 @pytest.fixture
 def client(any_container: Container) -> Iterator[TestClient]:
     """The ASGI app with its lifespan running (start-up check included); server errors come back as responses."""
-    with TestClient(create_app(any_container), raise_server_exceptions=False) as test_client:
+    with KeyedTestClient(create_app(any_container), raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -83,7 +84,7 @@ def _all_accounts(client: TestClient, ledger_id: str) -> list[dict[str, Any]]:
 def test_open_ledger_answers_201_with_the_ledger(client: TestClient) -> None:
     response = client.post("/v1/ledgers", json={"name": "Escrow", "currency": "JPY", "time_zone": "America/New_York"})
     body = _json(response, 201)
-    assert set(body) == {"id", "name", "currency", "currency_exponent", "time_zone", "created_at"}
+    assert set(body) == {"id", "name", "currency", "currency_exponent", "time_zone", "kind", "created_at"}
     uuid.UUID(body["id"])
     assert body["name"] == "Escrow"
     assert body["currency"] == "JPY"

@@ -38,6 +38,7 @@ from ledger.infrastructure.secret_providers import (
 )
 from ledger.infrastructure.settings import LedgerSettings
 from tests.conftest import settings_with_secret_url
+from tests.http_clients import KeyedTestClient
 from tests.postgres_admin import PostgresAdmin
 
 if TYPE_CHECKING:
@@ -219,7 +220,7 @@ def test_app_reads_its_credentials_from_secrets_manager(
     container = build_container(aws_settings(secret_id, moto_endpoint))
     try:
         assert isinstance(container.secret_provider(), AwsSecretsManagerProvider)
-        with TestClient(create_app(container)) as http:
+        with KeyedTestClient(create_app(container)) as http:
             assert http.get("/readyz").status_code == 200
             ledger_id = open_ledger(http, "Client trust (IOLTA)")
             fetched = http.get(f"/v1/ledgers/{ledger_id}")
@@ -241,7 +242,7 @@ def test_wrong_password_in_the_secret_is_refused(
     container = build_container(aws_settings(secret_id, moto_endpoint))
     try:
         with capture_logs() as events, pytest.raises(StartupCheckFailed) as failure:
-            with TestClient(create_app(container)):
+            with KeyedTestClient(create_app(container)):
                 pass
     finally:
         container.shutdown_resources()
@@ -262,7 +263,7 @@ def test_single_user_rotation_takes_effect_without_a_restart(postgres_admin: Pos
         pytest.skip("this PostgreSQL trusts every login, so an old password is never refused")
     credentials = fresh_database(postgres_admin)
     rig: Rig = make_rig(credentials)
-    with TestClient(create_app(rig.container)) as http:
+    with KeyedTestClient(create_app(rig.container)) as http:
         first_ledger = open_ledger(http, "Before rotation")
         rig.clock.advance(5)  # the cache is a few seconds old, well within its TTL
 

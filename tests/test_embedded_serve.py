@@ -173,7 +173,12 @@ def test_embedded_serve_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
 
     with embedded_server(data_dir, tmp_path / "first.log") as first, httpx.Client() as client:
         first.wait_ready(client)
-        created = client.post(f"{first.base_url}/v1/ledgers", json={"name": "Trust", "currency": "USD"}, timeout=5)
+        created = client.post(
+            f"{first.base_url}/v1/ledgers",
+            json={"name": "Trust", "currency": "USD"},
+            headers={"Idempotency-Key": "embedded-serve-ledger-1"},
+            timeout=5,
+        )
         assert created.status_code == 201, created.text
         ledger = created.json()
         assert ledger["name"] == "Trust"

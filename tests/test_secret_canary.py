@@ -26,7 +26,6 @@ import botocore.config
 import httpx
 import pytest
 import structlog
-from fastapi.testclient import TestClient
 
 from ledger.api.app import create_app, report_startup_check
 from ledger.container import build_container
@@ -35,6 +34,7 @@ from ledger.infrastructure.database_credentials import DatabaseCredentials
 from ledger.infrastructure.settings import LedgerSettings
 from ledger.infrastructure.structured_logging import configure_logging
 from tests.conftest import free_port
+from tests.http_clients import KeyedTestClient
 from tests.postgres_admin import PostgresAdmin
 
 if TYPE_CHECKING:
@@ -249,7 +249,7 @@ def test_the_service_never_leaks_the_canary_at_debug(canary_world: CanaryWorld, 
     # Start-up (the lifespan's check), then ordinary requests, successes and refusals alike.
     container = build_container(_settings(world, world.secret_id))
     try:
-        with TestClient(create_app(container), raise_server_exceptions=False) as client:
+        with KeyedTestClient(create_app(container), raise_server_exceptions=False) as client:
             ledger = client.post("/v1/ledgers", json={"name": "Canary trust", "currency": "USD"})
             assert ledger.status_code == 201, ledger.text
             ledger_id = ledger.json()["id"]
@@ -290,11 +290,11 @@ def test_the_service_never_leaks_the_canary_at_debug(canary_world: CanaryWorld, 
     unreachable = build_container(_settings(world, world.unreachable_secret_id, startup_deadline_seconds=0.6))
     try:
         app = create_app(unreachable)
-        with pytest.raises(StartupCheckFailed) as start_failed, TestClient(app, raise_server_exceptions=False):
+        with pytest.raises(StartupCheckFailed) as start_failed, KeyedTestClient(app, raise_server_exceptions=False):
             pass
         assert start_failed.value.cause == "host_unreachable"
         exceptions.append(start_failed.value)
-        client = TestClient(app, raise_server_exceptions=False)
+        client = KeyedTestClient(app, raise_server_exceptions=False)
         not_ready = client.get("/readyz")
         assert not_ready.status_code == 503, not_ready.text
         unavailable = client.get("/v1/ledgers")

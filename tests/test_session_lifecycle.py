@@ -32,6 +32,7 @@ from ledger.domain.money import Currency
 from ledger.infrastructure.database_credentials import DatabaseCredentials
 from ledger.infrastructure.secret_providers import DatabaseUrlProvider
 from tests.conftest import free_port, settings_with_secret_file
+from tests.http_clients import KeyedTestClient
 from tests.postgres_admin import PostgresAdmin
 
 PROBLEM_JSON = "application/problem+json"
@@ -42,7 +43,7 @@ LOAD_DEADLINE_SECONDS = 60.0
 
 @pytest.fixture
 def client(pg_container: Container) -> Iterator[TestClient]:
-    with TestClient(create_app(pg_container), raise_server_exceptions=False) as test_client:
+    with KeyedTestClient(create_app(pg_container), raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -269,7 +270,7 @@ def test_exhausted_pool_answers_503_with_retry_after_within_the_pool_timeout(
     )
     container = build_container(settings)
     try:
-        with TestClient(create_app(container), raise_server_exceptions=False) as client:
+        with KeyedTestClient(create_app(container), raise_server_exceptions=False) as client:
             assert _request_within(client, "GET", "/v1/ledgers").response.status_code == 200
             engine: sa.Engine = container.database_engine()
             held = [engine.connect(), engine.connect()]
@@ -374,7 +375,7 @@ def test_readyz_is_503_when_the_database_cannot_be_reached(
 ) -> None:
     container, password = _unreachable_container(service_database, tmp_path)
     try:
-        client = TestClient(create_app(container), raise_server_exceptions=False)  # no lifespan: no start-up check
+        client = KeyedTestClient(create_app(container), raise_server_exceptions=False)  # no lifespan: no start-up check
         health = _request_within(client, "GET", "/healthz")
         assert health.response.status_code == 200
         not_ready = _request_within(client, "GET", "/readyz")
@@ -395,11 +396,11 @@ def test_readyz_is_503_after_a_failed_lifespan(service_database: DatabaseCredent
     container, password = _unreachable_container(service_database, tmp_path)
     try:
         app = create_app(container)
-        with pytest.raises(StartupCheckFailed) as failed, TestClient(app, raise_server_exceptions=False):
+        with pytest.raises(StartupCheckFailed) as failed, KeyedTestClient(app, raise_server_exceptions=False):
             pass
         assert failed.value.cause == "host_unreachable"
         assert password not in str(failed.value)
-        client = TestClient(app, raise_server_exceptions=False)
+        client = KeyedTestClient(app, raise_server_exceptions=False)
         assert _request_within(client, "GET", "/healthz").response.status_code == 200
         _assert_retryable_problem(_request_within(client, "GET", "/readyz").response, "database_unavailable")
     finally:

@@ -68,6 +68,8 @@ class Problem(BaseModel):
 _DOCUMENTED_STATUSES = {
     400: "The request lacks something every write needs (such as an Idempotency-Key)",
     404: "No such resource for this tenant (another tenant's ids answer the same)",
+    413: "The body is larger than the service accepts",
+    415: "The body is not application/json",
     409: "The request conflicts with the current state (a taken code, a key still in flight)",
     422: "The request is malformed or breaks a ledger rule; `code` says which",
     503: "The database is unavailable, busy or timed out; retry after Retry-After seconds",
@@ -156,6 +158,11 @@ def install_problem_schema(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            # The key is enforced by a dependency (so its absence is a 400 problem, not a 422): document it as required.
+            for path_item in schema.get("paths", {}).values():
+                for parameter in path_item.get("post", {}).get("parameters", []):
+                    if parameter.get("in") == "header" and parameter.get("name") == "Idempotency-Key":
+                        parameter["required"] = True
             schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema(
                 ref_template="#/components/schemas/{model}"
             )

@@ -44,7 +44,7 @@ Cursor = Annotated[
     status_code=status.HTTP_201_CREATED,
     summary="Open a ledger",
     response_model=LedgerOut,
-    responses=problem_responses(400, 409, 422, 503),
+    responses=problem_responses(400, 409, 413, 415, 422, 503),
 )
 @inject
 def open_ledger(
@@ -81,7 +81,7 @@ def get_ledger(ledger_id: uuid.UUID, ledgers: LedgerServiceDependency) -> Ledger
     status_code=status.HTTP_201_CREATED,
     summary="Open an account in a ledger",
     response_model=AccountOut,
-    responses=problem_responses(400, 404, 409, 422, 503),
+    responses=problem_responses(400, 404, 409, 413, 415, 422, 503),
 )
 @inject
 def open_account(
@@ -133,7 +133,7 @@ def get_account(account_id: uuid.UUID, accounts: AccountServiceDependency) -> Ac
     "/accounts/{account_id}/close",
     summary="Close an account with a zero balance",
     response_model=AccountOut,
-    responses=problem_responses(400, 404, 409, 422, 503),
+    responses=problem_responses(400, 404, 409, 413, 415, 422, 503),
 )
 @inject
 def close_account(

@@ -34,7 +34,7 @@ TransferServiceDependency = Annotated[TransferService, Depends(Provide["transfer
 TrustServiceDependency = Annotated[TrustService, Depends(Provide["trust_service"])]
 RunnerDependency = Annotated[TransactionRunner, Depends(Provide["transaction_runner"])]
 IdempotencyKey = Annotated[str, Depends(idempotency_key)]
-_WRITE_PROBLEMS = problem_responses(400, 404, 409, 422, 503)
+_WRITE_PROBLEMS = problem_responses(400, 404, 409, 413, 415, 422, 503)
 
 
 @router.post(
