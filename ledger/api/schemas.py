@@ -255,6 +255,21 @@ class TrustOperationBase(BaseModel):
 
 
 class ClientDeposit(TrustOperationBase):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "client_account_id": "3c7d2f4a-1b2c-4d5e-8f90-a1b2c3d4e5f6",
+                    "amount": 250000,
+                    "description": "retainer, cheque 1187",
+                    "metadata": {"matter": "2026-114"},
+                    "effective_date": "2026-11-20",
+                }
+            ]
+        },
+    )
+
     client_account_id: uuid.UUID
     bank_account_id: uuid.UUID | None = Field(default=None, description="default: the ledger's one bank account")
 
@@ -268,11 +283,29 @@ class EarnedFee(ClientDeposit):
 
 
 class ClientTransfer(TrustOperationBase):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "from_client_account_id": "3c7d2f4a-1b2c-4d5e-8f90-a1b2c3d4e5f6",
+                    "to_client_account_id": "7a1b2c3d-4e5f-4a6b-9c8d-0e1f2a3b4c5d",
+                    "amount": 50000,
+                    "description": "settlement share",
+                }
+            ]
+        },
+    )
+
     from_client_account_id: uuid.UUID
     to_client_account_id: uuid.UUID
 
 
 class FirmFundsMovement(TrustOperationBase):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"amount": 2500, "description": "monthly account fee"}]}
+    )
+
     bank_account_id: uuid.UUID | None = Field(default=None, description="default: the ledger's one bank account")
 
 
