@@ -179,7 +179,10 @@ def apply_transfer(
         if account.status is AccountStatus.CLOSED:
             raise LedgerRuleViolation(f"account {account.code!r} is closed", code="account_closed")
         after = _post(account, leg)
-        if draft.voluntary and after.prevent_overdraft and after.available_balance < 0:
+        # Only a voluntary debit is refused: a posting that raises an overdrawn account (curing part of a
+        # shortfall) lowers nothing and is booked.
+        lowers = after.available_balance < account.available_balance
+        if draft.voluntary and after.prevent_overdraft and lowers and after.available_balance < 0:
             raise LedgerRuleViolation(
                 f"account {account.code!r} has insufficient available funds", code="insufficient_funds"
             )
