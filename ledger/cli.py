@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -12,8 +14,10 @@ import structlog
 import typer
 
 from ledger.api.app import report_startup_check
-from ledger.container import build_container
+from ledger.container import Container, build_container
+from ledger.domain.api_keys import ApiKeyRole
 from ledger.domain.errors import StartupCheckFailed
+from ledger.domain.model import DEFAULT_TENANT_ID
 from ledger.infrastructure.embedded_postgres import EmbeddedPostgres
 from ledger.infrastructure.schema_migrations import upgrade_to_head
 from ledger.infrastructure.settings import CredentialSource, LedgerSettings
@@ -159,6 +163,70 @@ def demo(
             raise typer.Exit(EXIT_CHECK_FAILED) from None
         finally:
             container.shutdown_resources()
+
+
+keys_app = typer.Typer(help="Create, list and revoke API keys (each shown once, stored only as a hash).")
+app.add_typer(keys_app, name="keys")
+
+
+@contextmanager
+def _service_container() -> Iterator[Container]:
+    settings = load_settings()
+    with database_available(settings) as usable:
+        if settings.credential_source is CredentialSource.EMBEDDED:
+            _migrate(usable)
+        container = build_container(usable)
+        try:
+            yield container
+        finally:
+            container.shutdown_resources()
+
+
+def _operator() -> str:
+    return f"operator:{getpass.getuser()}"
+
+
+@keys_app.command("create")
+def create_key(
+    role: Annotated[ApiKeyRole, typer.Option(help="read, write (read + post) or admin")] = ApiKeyRole.WRITE,
+    name: Annotated[str, typer.Option(help="what the key is for")] = "api key",
+    tenant: Annotated[uuid.UUID, typer.Option(help="the tenant whose ledgers the key may use")] = DEFAULT_TENANT_ID,
+) -> None:
+    """Create a key and print it once (on standard output; it is never logged or stored)."""
+    with _service_container() as container:
+        key, token = container.api_key_service().create_key(tenant, role=role, name=name, created_by=_operator())
+    structlog.get_logger("ledger.cli").info(
+        "api_key_created", key_id=key.id, tenant_id=str(key.tenant_id), role=key.role.value, actor=key.created_by
+    )
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def list_keys(
+    tenant: Annotated[uuid.UUID | None, typer.Option(help="only this tenant's keys")] = None,
+) -> None:
+    """List keys (ids, tenants, roles, states; never secrets)."""
+    with _service_container() as container:
+        keys = container.api_key_service().list_keys(tenant)
+    for key in keys:
+        state = f"revoked {key.revoked_at.isoformat()} by {key.revoked_by}" if key.revoked_at else "active"
+        typer.echo(f"{key.id}  tenant={key.tenant_id}  role={key.role.value}  {state}  name={key.name!r}")
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    key_id: Annotated[str, typer.Argument(help="the key id (the part after tlk_ and before the dot)")],
+) -> None:
+    """Revoke a key: requests with it answer 401 from then on (within the API's key cache time)."""
+    from ledger.domain.errors import NotFound
+
+    with _service_container() as container:
+        try:
+            key = container.api_key_service().revoke_key(key_id, revoked_by=_operator())
+        except NotFound:
+            structlog.get_logger("ledger.cli").error("api_key_not_found", key_id=key_id)
+            raise typer.Exit(EXIT_BAD_SETTINGS) from None
+    structlog.get_logger("ledger.cli").info("api_key_revoked", key_id=key.id, actor=key.revoked_by)
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ import botocore.config
 from dependency_injector import containers, providers
 from sqlalchemy.engine import Engine
 
-from ledger.domain.ledgers import AccountService, LedgerService
+from ledger.domain.api_keys import ApiKeyService
+from ledger.domain.ledgers import AccountService, LedgerService, utc_now
 from ledger.domain.transactions import RetryPolicy, TransactionRunner
 from ledger.domain.transfer_service import TransferService
 from ledger.domain.trust_operations import TrustService
@@ -105,8 +106,18 @@ class Container(containers.DeclarativeContainer):
     )
     ledger_service = providers.Factory(LedgerService, runner=transaction_runner)
     account_service = providers.Factory(AccountService, runner=transaction_runner)
-    transfer_service = providers.Factory(TransferService, runner=transaction_runner)
-    trust_service = providers.Factory(TrustService, runner=transaction_runner)
+    transfer_service = providers.Factory(
+        TransferService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
+    )
+    trust_service = providers.Factory(
+        TrustService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
+    )
+    api_key_service = providers.ThreadSafeSingleton(
+        ApiKeyService,
+        runner=transaction_runner,
+        cache_seconds=settings.provided.api_key_cache_seconds,
+        clock=providers.Object(utc_now),
+    )
 
 
 def build_container(settings: LedgerSettings) -> Container:

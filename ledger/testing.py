@@ -4,8 +4,9 @@ In a ``conftest.py``::
 
     pytest_plugins = ["ledger.testing"]
 
-then use the fixtures ``ledger_container`` (a wired container), ``ledger_app`` (the FastAPI app) and
-``ledger_client`` (a ``TestClient`` with the lifespan run). Outside pytest, ``in_memory_container()`` gives the same
+then use the fixtures ``ledger_container`` (a wired container), ``ledger_app`` (the FastAPI app),
+``ledger_api_key`` (an admin key of the default tenant) and ``ledger_client`` (a ``TestClient`` with the lifespan
+run, sending that key). Outside pytest, ``in_memory_container()`` gives the same
 container. The in-memory adapters pass the same contract suite as the PostgreSQL ones, so behaviour matches.
 Requires the ``dev`` extra (pytest, httpx2).
 """
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ledger.container import Container, build_container, use_in_memory_adapters
+from ledger.domain.api_keys import ApiKeyRole
+from ledger.domain.model import DEFAULT_TENANT_ID
 from ledger.infrastructure.settings import LedgerSettings
 
 if TYPE_CHECKING:
@@ -47,8 +50,16 @@ def ledger_app(ledger_container: Container) -> FastAPI:
 
 
 @pytest.fixture
-def ledger_client(ledger_app: FastAPI) -> Iterator[TestClient]:
+def ledger_api_key(ledger_container: Container) -> str:
+    _, token = ledger_container.api_key_service().create_key(
+        DEFAULT_TENANT_ID, role=ApiKeyRole.ADMIN, name="ledger.testing", created_by="ledger.testing"
+    )
+    return token
+
+
+@pytest.fixture
+def ledger_client(ledger_app: FastAPI, ledger_api_key: str) -> Iterator[TestClient]:
     from fastapi.testclient import TestClient
 
-    with TestClient(ledger_app) as client:
+    with TestClient(ledger_app, headers={"Authorization": f"Bearer {ledger_api_key}"}) as client:
         yield client

@@ -26,6 +26,7 @@ from ledger.container import Container, build_container
 from ledger.infrastructure.database_credentials import DatabaseCredentials
 from ledger.infrastructure.secret_providers import DatabaseUrlProvider
 from tests.conftest import free_port, settings_with_secret_url
+from tests.http_clients import AuthorizedTestClient
 
 PROBLEM = "application/problem+json"
 PROBLEM_KEYS = {"type", "title", "status", "code", "detail"}
@@ -101,7 +102,7 @@ def build_world(client: TestClient) -> World:
 
 @pytest.fixture
 def client(any_container: Container) -> Iterator[TestClient]:
-    with TestClient(create_app(any_container)) as test_client:
+    with AuthorizedTestClient(create_app(any_container)) as test_client:
         yield test_client
 
 
@@ -763,8 +764,10 @@ def test_database_unavailable_answers_503_with_retry_after(
     unreachable_container: Container, method: str, path: str, body: dict[str, Any] | None
 ) -> None:
     # No lifespan (no context manager): the start-up check would refuse to start against this database.
-    client = TestClient(create_app(unreachable_container), raise_server_exceptions=False)
+    client = AuthorizedTestClient(create_app(unreachable_container), raise_server_exceptions=False)
     headers = {"Idempotency-Key": new_key()} if method == "POST" else {}
+    # A well-formed key: checking it needs the database, so the answer is 503 (not 401, which would be a lie).
+    headers["Authorization"] = "Bearer tlk_0123456789abcdef." + "A" * 43
     response = client.request(method, path, json=body, headers=headers)
     assert response.status_code == 503, response.text
     assert response.headers["content-type"].split(";")[0] == PROBLEM

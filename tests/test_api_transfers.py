@@ -17,6 +17,7 @@ from httpx2 import Response
 from ledger.api import schemas
 from ledger.api.app import create_app
 from ledger.container import Container
+from tests.http_clients import AuthorizedTestClient
 
 MAX_PAGES = 100
 FUNDED = 100_00
@@ -73,7 +74,7 @@ class TrustWorld:
 
 @pytest.fixture
 def client(any_container: Container) -> Iterator[TestClient]:
-    with TestClient(create_app(any_container)) as test_client:
+    with AuthorizedTestClient(create_app(any_container)) as test_client:
         yield test_client
 
 

@@ -384,6 +384,17 @@ def test_one_idempotency_key_sent_at_once_posts_once_over_http(
         LEDGER_DATA_DIR=str(tmp_path / "data"),
         LEDGER_LOG_LEVEL="WARNING",
     )
+    # The key comes from the real CLI, as an operator would make it.
+    created_key = subprocess.run(
+        [sys.executable, "-m", "ledger", "keys", "create", "--role", "write", "--name", "race test"],
+        cwd=CORE_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    auth = {"Authorization": f"Bearer {created_key.stdout.strip().splitlines()[-1]}"}
     with log_path.open("wb") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "ledger", "serve", "--port", str(port)],
@@ -394,7 +405,7 @@ def test_one_idempotency_key_sent_at_once_posts_once_over_http(
         )
     try:
         _wait_until_ready(server, base_url, log_path)
-        with httpx.Client(base_url=base_url, timeout=HTTP_TIMEOUT_SECONDS) as admin:
+        with httpx.Client(base_url=base_url, timeout=HTTP_TIMEOUT_SECONDS, headers=auth) as admin:
             ledger_id = _created(admin, "/v1/ledgers", {"name": "Idempotency race", "currency": "USD"})["id"]
             _created(admin, f"/v1/ledgers/{ledger_id}/accounts", {"code": "bank", "name": "Bank", "kind": "bank"})
             client_id = _created(
@@ -406,7 +417,7 @@ def test_one_idempotency_key_sent_at_once_posts_once_over_http(
             for key_number in range(KEYS):
                 key = f"race-{uuid.uuid4()}"
                 body = {"client_account_id": client_id, "amount": 100 + key_number, "description": f"key {key_number}"}
-                responses = _send_together(base_url, f"/v1/ledgers/{ledger_id}/deposits", key, body)
+                responses = _send_together(base_url, f"/v1/ledgers/{ledger_id}/deposits", key, body, auth)
                 statuses.update(status for status, _ in responses)
                 created = [payload for status, payload in responses if status == 201]
                 assert created, f"key {key_number}: no 201 among {responses}"
@@ -463,10 +474,14 @@ def _created(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str,
     return payload
 
 
-def _send_together(base_url: str, path: str, key: str, body: dict[str, Any]) -> list[tuple[int, Any]]:
+def _send_together(
+    base_url: str, path: str, key: str, body: dict[str, Any], auth: dict[str, str]
+) -> list[tuple[int, Any]]:
     """The same request from ``SAME_KEY_CLIENTS`` clients (one connection each), released by one barrier."""
     barrier = threading.Barrier(SAME_KEY_CLIENTS)
-    clients = [httpx.Client(base_url=base_url, timeout=HTTP_TIMEOUT_SECONDS) for _ in range(SAME_KEY_CLIENTS)]
+    clients = [
+        httpx.Client(base_url=base_url, timeout=HTTP_TIMEOUT_SECONDS, headers=auth) for _ in range(SAME_KEY_CLIENTS)
+    ]
     try:
         for client in clients:  # open each connection before the race, so the requests leave together
             assert client.get("/healthz").status_code == 200

@@ -173,6 +173,22 @@ def test_embedded_serve_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
 
     with embedded_server(data_dir, tmp_path / "first.log") as first, httpx.Client() as client:
         first.wait_ready(client)
+        assert client.get(f"{first.base_url}/v1/ledgers", timeout=5).status_code == 401
+        # An operator makes a key while the server runs: the CLI shares the embedded PostgreSQL, leaves it running.
+        made = subprocess.run(
+            [sys.executable, "-m", "ledger", "keys", "create", "--role", "admin", "--name", "embedded test"],
+            env=embedded_environment(data_dir),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+        token = made.stdout.strip().splitlines()[-1]
+        assert token.startswith("tlk_")
+        assert token not in made.stderr
+        client.headers["Authorization"] = f"Bearer {token}"
         created = client.post(
             f"{first.base_url}/v1/ledgers",
             json={"name": "Trust", "currency": "USD"},
@@ -193,7 +209,10 @@ def test_embedded_serve_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
 
         assert_stopped_cleanly(first, data_dir, password)
 
-    with embedded_server(data_dir, tmp_path / "second.log") as second, httpx.Client() as client:
+    with (
+        embedded_server(data_dir, tmp_path / "second.log") as second,
+        httpx.Client(headers={"Authorization": f"Bearer {token}"}) as client,
+    ):
         second.wait_ready(client)
         listed = client.get(f"{second.base_url}/v1/ledgers", timeout=5)
         assert listed.status_code == 200, listed.text

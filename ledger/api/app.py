@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import ledger
+from ledger.api import authentication
+from ledger.api.authentication import RateLimiter
 from ledger.api.problems import install_problem_handlers, install_problem_schema
 from ledger.api.request_context import RequestContextMiddleware
 from ledger.api.request_guards import RequestGuardMiddleware
@@ -59,12 +61,13 @@ def create_app(container: Container) -> FastAPI:
         description="A double-entry ledger for money held in trust. Amounts are integers in minor units.",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestGuardMiddleware)
+    app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     install_problem_handlers(app)
     install_problem_schema(app)
     for module in ROUTER_MODULES:
         app.include_router(module.router)
-    container.wire(modules=ROUTER_MODULES)
+    container.wire(modules=[*ROUTER_MODULES, authentication])
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.container = container
     return app

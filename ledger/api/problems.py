@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ledger.domain.api_keys import Forbidden, Unauthenticated
 from ledger.domain.errors import Conflict, DomainError, InvalidRequest, NotFound, ServiceUnavailable
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -30,6 +31,8 @@ class ApiProblem(Exception):
 
 
 _STATUS_OF_ERROR: tuple[tuple[type[DomainError], int], ...] = (
+    (Unauthenticated, 401),
+    (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
     (InvalidRequest, 422),
@@ -66,6 +69,9 @@ class Problem(BaseModel):
 
 
 _DOCUMENTED_STATUSES = {
+    401: "No API key, or one that is unknown, malformed or revoked",
+    403: "The API key's role may not do this",
+    429: "Too many requests for this API key (per server process); wait Retry-After seconds",
     400: "The request lacks something every write needs (such as an Idempotency-Key)",
     404: "No such resource for this tenant (another tenant's ids answer the same)",
     413: "The body is larger than the service accepts",
@@ -109,6 +115,8 @@ def _domain_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, DomainError)
     status = next((status for kind, status in _STATUS_OF_ERROR if isinstance(error, kind)), 422)
     headers = None
+    if isinstance(error, Unauthenticated):
+        headers = {"WWW-Authenticate": 'Bearer realm="trust-ledger"'}
     if isinstance(error, ServiceUnavailable):
         headers = {"Retry-After": str(error.retry_after_seconds)}
         structlog.get_logger(__name__).warning("request_refused_store_unavailable", code=error.code)
@@ -159,10 +167,15 @@ def install_problem_schema(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             # The key is enforced by a dependency (so its absence is a 400 problem, not a 422): document it as required.
-            for path_item in schema.get("paths", {}).values():
+            for path, path_item in schema.get("paths", {}).items():
                 for parameter in path_item.get("post", {}).get("parameters", []):
                     if parameter.get("in") == "header" and parameter.get("name") == "Idempotency-Key":
                         parameter["required"] = True
+                if path.startswith("/v1/"):
+                    # Every /v1 operation needs an API key: document what a key problem answers.
+                    for operation in path_item.values():
+                        for status, response in problem_responses(401, 403, 429).items():
+                            operation.setdefault("responses", {}).setdefault(str(status), response)
             schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema(
                 ref_template="#/components/schemas/{model}"
             )

@@ -8,11 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 from ledger.domain.idempotency import IdempotencyRecord
 from ledger.domain.model import Account, AccountKind, Ledger
 from ledger.domain.transfers import StatementLine, Transfer
+
+if TYPE_CHECKING:
+    from ledger.domain.api_keys import ApiKey
 
 
 class LedgerRepository(abc.ABC):
@@ -95,6 +98,22 @@ class IdempotencyRepository(abc.ABC):
     def add(self, record: IdempotencyRecord) -> None: ...
 
 
+class ApiKeyRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, key: ApiKey) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, key_id: str) -> ApiKey | None: ...
+
+    @abc.abstractmethod
+    def list(self, tenant_id: uuid.UUID | None) -> Sequence[ApiKey]:
+        """Keys of one tenant (or of all), oldest first."""
+
+    @abc.abstractmethod
+    def save(self, key: ApiKey) -> None:
+        """Records a revocation: the only change a key ever sees."""
+
+
 class UnitOfWork(abc.ABC):
     """One transaction per use case. Leaving the block without ``commit()`` rolls everything back."""
 
@@ -102,6 +121,7 @@ class UnitOfWork(abc.ABC):
     accounts: AccountRepository
     transfers: TransferRepository
     idempotency: IdempotencyRepository
+    api_keys: ApiKeyRepository
 
     def __enter__(self) -> Self:
         return self

@@ -13,6 +13,7 @@ from ledger.domain.model import Account, Ledger, NormalSide
 from ledger.domain.ports import UnitOfWork
 from ledger.domain.transactions import TransactionRunner
 from ledger.domain.transfers import (
+    MAX_METADATA_BYTES,
     LedgerRuleViolation,
     StatementLine,
     Transfer,
@@ -72,11 +73,12 @@ def post_in_unit_of_work(
 
 
 class TransferService:
-    def __init__(self, runner: TransactionRunner) -> None:
+    def __init__(self, runner: TransactionRunner, *, max_metadata_bytes: int = MAX_METADATA_BYTES) -> None:
         self._runner = runner
+        self._max_metadata_bytes = max_metadata_bytes
 
     def post_transfer_command(self, tenant_id: uuid.UUID, actor: str, draft: TransferDraft) -> Command[Transfer]:
-        validate_draft(draft)
+        validate_draft(draft, max_metadata_bytes=self._max_metadata_bytes)
         check_actor(actor)
         transfer_id = uuid.uuid4()
 

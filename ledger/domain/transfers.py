@@ -106,7 +106,7 @@ class StatementLine:
     recorded_at: datetime
 
 
-def validate_draft(draft: TransferDraft) -> None:
+def validate_draft(draft: TransferDraft, *, max_metadata_bytes: int = MAX_METADATA_BYTES) -> None:
     """Checks that need no state: run before any lock is taken."""
     if len(draft.postings) < 2:
         raise InvalidRequest("a transfer needs at least two postings", code="too_few_postings")
@@ -126,7 +126,7 @@ def validate_draft(draft: TransferDraft) -> None:
     if debits != credits:
         raise InvalidRequest("debits and credits of a transfer must be equal", code="unbalanced_transfer")
     validate_description(draft.description)
-    validate_metadata(draft.metadata)
+    validate_metadata(draft.metadata, max_bytes=max_metadata_bytes)
 
 
 def validate_amount(amount: int) -> None:
@@ -143,13 +143,13 @@ def validate_description(description: str) -> None:
         )
 
 
-def validate_metadata(metadata: Mapping[str, Any]) -> None:
+def validate_metadata(metadata: Mapping[str, Any], *, max_bytes: int = MAX_METADATA_BYTES) -> None:
     try:
         encoded = json.dumps(metadata, sort_keys=True, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
         raise InvalidRequest("metadata must be a JSON object", code="invalid_metadata") from None
-    if len(encoded.encode("utf-8")) > MAX_METADATA_BYTES:
-        raise InvalidRequest(f"metadata is larger than {MAX_METADATA_BYTES} bytes", code="metadata_too_large")
+    if len(encoded.encode("utf-8")) > max_bytes:
+        raise InvalidRequest(f"metadata is larger than {max_bytes} bytes", code="metadata_too_large")
     if "\x00" in encoded or "\\u0000" in encoded:
         raise InvalidRequest("metadata contains a NUL character", code="invalid_metadata")
 

@@ -21,6 +21,7 @@ from ledger.domain.ports import UnitOfWork
 from ledger.domain.transactions import TransactionRunner
 from ledger.domain.transfer_service import check_actor, post_in_unit_of_work
 from ledger.domain.transfers import (
+    MAX_METADATA_BYTES,
     PostingDraft,
     Side,
     Transfer,
@@ -73,15 +74,16 @@ _NEEDS_CLIENT = {
 
 
 class TrustService:
-    def __init__(self, runner: TransactionRunner) -> None:
+    def __init__(self, runner: TransactionRunner, *, max_metadata_bytes: int = MAX_METADATA_BYTES) -> None:
         self._runner = runner
+        self._max_metadata_bytes = max_metadata_bytes
 
     def command(self, tenant_id: uuid.UUID, actor: str, operation: TrustOperation) -> Command[Transfer]:
         check_actor(actor)
         _check_shape(operation)
         validate_amount(operation.amount)
         validate_description(operation.description)
-        validate_metadata(operation.metadata)
+        validate_metadata(operation.metadata, max_bytes=self._max_metadata_bytes)
         transfer_id = uuid.uuid4()
 
         def run_trust_operation(uow: UnitOfWork) -> Transfer:

@@ -101,4 +101,17 @@ def build_metadata() -> sa.MetaData:
         sa.Column("body", JSONB, nullable=False),
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
     )
+    sa.Table(
+        "api_keys",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("role", sa.Text, nullable=False),
+        sa.Column("secret_hash", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_by", sa.Text, nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_by", sa.Text, nullable=True),
+    )
     return metadata

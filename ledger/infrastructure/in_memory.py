@@ -13,11 +13,13 @@ from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
+from ledger.domain.api_keys import ApiKey
 from ledger.domain.errors import Conflict
 from ledger.domain.idempotency import IdempotencyRecord
 from ledger.domain.model import Account, AccountKind, Ledger
 from ledger.domain.ports import (
     AccountRepository,
+    ApiKeyRepository,
     IdempotencyRepository,
     LedgerRepository,
     StoreStatus,
@@ -41,6 +43,7 @@ class InMemoryStore:
         self.reversals: dict[uuid.UUID, uuid.UUID] = {}
         self.statements: dict[uuid.UUID, list[StatementLine]] = {}
         self.idempotency: dict[tuple[uuid.UUID, str], IdempotencyRecord] = {}
+        self.api_keys: dict[str, ApiKey] = {}
 
 
 class _StagedTable(Generic[K, V]):
@@ -255,6 +258,26 @@ class InMemoryIdempotencyRepository(IdempotencyRepository):
         self._table.put((record.tenant_id, record.key), record)
 
 
+class InMemoryApiKeyRepository(ApiKeyRepository):
+    def __init__(self, table: _StagedTable[str, ApiKey]) -> None:
+        self._table = table
+
+    def add(self, key: ApiKey) -> None:
+        if self._table.get(key.id) is not None:
+            raise Conflict("API key id already exists", code="api_key_exists")
+        self._table.put(key.id, key)
+
+    def get(self, key_id: str) -> ApiKey | None:
+        return self._table.get(key_id)
+
+    def list(self, tenant_id: uuid.UUID | None) -> Sequence[ApiKey]:
+        chosen = [key for key in self._table.values() if tenant_id is None or key.tenant_id == tenant_id]
+        return sorted(chosen, key=lambda key: (key.created_at, key.id))
+
+    def save(self, key: ApiKey) -> None:
+        self._table.put(key.id, key)
+
+
 class InMemoryUnitOfWork(UnitOfWork):
     def __init__(self, store: InMemoryStore, clock: Callable[[], datetime] | None = None) -> None:
         self._store = store
@@ -270,11 +293,13 @@ class InMemoryUnitOfWork(UnitOfWork):
         reversals = _StagedTable(self._store.reversals)
         statements = _StagedLists(self._store.statements)
         idempotency = _StagedTable(self._store.idempotency)
-        self._staged = [ledgers, accounts, transfers, reversals, statements, idempotency]  # type: ignore[list-item]
+        api_keys = _StagedTable(self._store.api_keys)
+        self._staged = [ledgers, accounts, transfers, reversals, statements, idempotency, api_keys]  # type: ignore[list-item]
         self.ledgers = InMemoryLedgerRepository(ledgers)
         self.accounts = InMemoryAccountRepository(accounts)
         self.transfers = InMemoryTransferRepository(transfers, reversals, statements)
         self.idempotency = InMemoryIdempotencyRepository(idempotency)
+        self.api_keys = InMemoryApiKeyRepository(api_keys)
         return self
 
     def __exit__(

@@ -58,6 +58,14 @@ class LedgerSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
+    # Limits of the HTTP API. The rate limit is per API key and per server process; a global limit belongs at the
+    # gateway in front of the service.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    max_metadata_bytes: int = Field(default=4096, ge=2, le=4096)
+    rate_limit_per_second: float = Field(default=200.0, gt=0)
+    rate_limit_burst: int = Field(default=400, ge=1)
+    api_key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)

@@ -11,11 +11,18 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from ledger.domain.api_keys import ApiKey, ApiKeyRole
 from ledger.domain.errors import Conflict
 from ledger.domain.idempotency import IdempotencyRecord, RecordedResponse
 from ledger.domain.model import Account, AccountKind, AccountStatus, Ledger, LedgerKind, NormalSide
 from ledger.domain.money import Currency
-from ledger.domain.ports import AccountRepository, IdempotencyRepository, LedgerRepository, TransferRepository
+from ledger.domain.ports import (
+    AccountRepository,
+    ApiKeyRepository,
+    IdempotencyRepository,
+    LedgerRepository,
+    TransferRepository,
+)
 from ledger.domain.transfers import LedgerRuleViolation, Posting, Side, StatementLine, Transfer, TransferKind
 
 
@@ -329,6 +336,61 @@ class SqlAlchemyIdempotencyRepository(IdempotencyRepository):
                 recorded_at=record.recorded_at,
             )
         )
+
+
+class SqlAlchemyApiKeyRepository(ApiKeyRepository):
+    def __init__(self, session: Session, tables: sa.MetaData) -> None:
+        self._session = session
+        self._table = tables.tables["api_keys"]
+
+    def add(self, key: ApiKey) -> None:
+        self._session.execute(self._table.insert().values(_api_key_row(key)))
+
+    def get(self, key_id: str) -> ApiKey | None:
+        row = self._session.execute(sa.select(self._table).where(self._table.c.id == key_id)).one_or_none()
+        return None if row is None else _api_key_from_row(row._mapping)
+
+    def list(self, tenant_id: uuid.UUID | None) -> Sequence[ApiKey]:
+        query = sa.select(self._table)
+        if tenant_id is not None:
+            query = query.where(self._table.c.tenant_id == tenant_id)
+        rows = self._session.execute(query.order_by(self._table.c.created_at, self._table.c.id))
+        return [_api_key_from_row(row._mapping) for row in rows]
+
+    def save(self, key: ApiKey) -> None:
+        self._session.execute(
+            sa.update(self._table)
+            .where(self._table.c.id == key.id)
+            .values(revoked_at=key.revoked_at, revoked_by=key.revoked_by)
+        )
+
+
+def _api_key_row(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "tenant_id": key.tenant_id,
+        "name": key.name,
+        "role": key.role.value,
+        "secret_hash": key.secret_hash,
+        "created_at": key.created_at,
+        "created_by": key.created_by,
+        "revoked_at": key.revoked_at,
+        "revoked_by": key.revoked_by,
+    }
+
+
+def _api_key_from_row(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        name=row["name"],
+        role=ApiKeyRole(row["role"]),
+        secret_hash=row["secret_hash"],
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+        revoked_at=row["revoked_at"],
+        revoked_by=row["revoked_by"],
+    )
 
 
 def _transfer_row(transfer: Transfer) -> dict[str, Any]:

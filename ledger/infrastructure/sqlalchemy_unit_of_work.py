@@ -14,6 +14,7 @@ from ledger.infrastructure.database_errors import translate_database_errors, tra
 from ledger.infrastructure.settings import LedgerSettings
 from ledger.infrastructure.sqlalchemy_repositories import (
     SqlAlchemyAccountRepository,
+    SqlAlchemyApiKeyRepository,
     SqlAlchemyIdempotencyRepository,
     SqlAlchemyLedgerRepository,
     SqlAlchemyTransferRepository,
@@ -69,6 +70,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self.accounts = SqlAlchemyAccountRepository(session, self._tables)
         self.transfers = SqlAlchemyTransferRepository(session, self._tables)
         self.idempotency = SqlAlchemyIdempotencyRepository(session, self._tables)
+        self.api_keys = SqlAlchemyApiKeyRepository(session, self._tables)
         return self
 
     def __exit__(

@@ -8,6 +8,7 @@ from dependency_injector.wiring import Provide, inject
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import JSONResponse
 
+from ledger.api.authentication import Reader, Writer
 from ledger.api.idempotent_writes import idempotency_key, idempotent_request, recorded_response
 from ledger.api.problems import problem_responses
 from ledger.api.schemas import (
@@ -22,7 +23,6 @@ from ledger.api.schemas import (
     StatementPage,
 )
 from ledger.domain.ledgers import MAX_PAGE_SIZE, AccountService, LedgerService
-from ledger.domain.model import DEFAULT_TENANT_ID
 from ledger.domain.transactions import TransactionRunner
 from ledger.domain.transfer_service import TransferService
 
@@ -49,31 +49,34 @@ Cursor = Annotated[
 @inject
 def open_ledger(
     request: Request,
+    principal: Writer,
     body: LedgerCreate,
     key: IdempotencyKey,
     ledgers: LedgerServiceDependency,
     runner: RunnerDependency,
 ) -> JSONResponse:
     command = ledgers.open_ledger_command(
-        DEFAULT_TENANT_ID, name=body.name, currency=body.currency, time_zone=body.time_zone, kind=body.kind
+        principal.tenant_id, name=body.name, currency=body.currency, time_zone=body.time_zone, kind=body.kind
     )
     idempotent = idempotent_request(
-        request, tenant_id=DEFAULT_TENANT_ID, key=key, payload=body, success_status=201, to_body=LedgerOut.of
+        request, tenant_id=principal.tenant_id, key=key, payload=body, success_status=201, to_body=LedgerOut.of
     )
     return recorded_response(runner.run_idempotently(idempotent, command))
 
 
 @router.get("/ledgers", summary="List ledgers", responses=problem_responses(422, 503))
 @inject
-def list_ledgers(ledgers: LedgerServiceDependency, limit: PageSize = 100, after: Cursor = None) -> LedgerPage:
-    page = ledgers.list_ledgers(DEFAULT_TENANT_ID, after=after, limit=limit)
+def list_ledgers(
+    principal: Reader, ledgers: LedgerServiceDependency, limit: PageSize = 100, after: Cursor = None
+) -> LedgerPage:
+    page = ledgers.list_ledgers(principal.tenant_id, after=after, limit=limit)
     return LedgerPage(items=[LedgerOut.of(ledger) for ledger in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/ledgers/{ledger_id}", summary="Get a ledger", responses=problem_responses(404, 503))
 @inject
-def get_ledger(ledger_id: uuid.UUID, ledgers: LedgerServiceDependency) -> LedgerOut:
-    return LedgerOut.of(ledgers.get_ledger(DEFAULT_TENANT_ID, ledger_id))
+def get_ledger(principal: Reader, ledger_id: uuid.UUID, ledgers: LedgerServiceDependency) -> LedgerOut:
+    return LedgerOut.of(ledgers.get_ledger(principal.tenant_id, ledger_id))
 
 
 @router.post(
@@ -86,6 +89,7 @@ def get_ledger(ledger_id: uuid.UUID, ledgers: LedgerServiceDependency) -> Ledger
 @inject
 def open_account(
     request: Request,
+    principal: Writer,
     ledger_id: uuid.UUID,
     body: AccountCreate,
     key: IdempotencyKey,
@@ -93,7 +97,7 @@ def open_account(
     runner: RunnerDependency,
 ) -> JSONResponse:
     command = accounts.open_account_command(
-        DEFAULT_TENANT_ID,
+        principal.tenant_id,
         ledger_id,
         code=body.code,
         name=body.name,
@@ -101,7 +105,7 @@ def open_account(
         prevent_overdraft=body.prevent_overdraft,
     )
     idempotent = idempotent_request(
-        request, tenant_id=DEFAULT_TENANT_ID, key=key, payload=body, success_status=201, to_body=AccountOut.of
+        request, tenant_id=principal.tenant_id, key=key, payload=body, success_status=201, to_body=AccountOut.of
     )
     return recorded_response(runner.run_idempotently(idempotent, command))
 
@@ -113,9 +117,13 @@ def open_account(
 )
 @inject
 def list_accounts(
-    ledger_id: uuid.UUID, accounts: AccountServiceDependency, limit: PageSize = 100, after: Cursor = None
+    principal: Reader,
+    ledger_id: uuid.UUID,
+    accounts: AccountServiceDependency,
+    limit: PageSize = 100,
+    after: Cursor = None,
 ) -> AccountPage:
-    page = accounts.list_accounts(DEFAULT_TENANT_ID, ledger_id, after=after, limit=limit)
+    page = accounts.list_accounts(principal.tenant_id, ledger_id, after=after, limit=limit)
     return AccountPage(items=[AccountOut.of(account) for account in page.items], next_cursor=page.next_cursor)
 
 
@@ -125,8 +133,8 @@ def list_accounts(
     responses=problem_responses(404, 503),
 )
 @inject
-def get_account(account_id: uuid.UUID, accounts: AccountServiceDependency) -> AccountOut:
-    return AccountOut.of(accounts.get_account(DEFAULT_TENANT_ID, account_id))
+def get_account(principal: Reader, account_id: uuid.UUID, accounts: AccountServiceDependency) -> AccountOut:
+    return AccountOut.of(accounts.get_account(principal.tenant_id, account_id))
 
 
 @router.post(
@@ -138,14 +146,15 @@ def get_account(account_id: uuid.UUID, accounts: AccountServiceDependency) -> Ac
 @inject
 def close_account(
     request: Request,
+    principal: Writer,
     account_id: uuid.UUID,
     key: IdempotencyKey,
     accounts: AccountServiceDependency,
     runner: RunnerDependency,
 ) -> JSONResponse:
-    command = accounts.close_account_command(DEFAULT_TENANT_ID, account_id)
+    command = accounts.close_account_command(principal.tenant_id, account_id)
     idempotent = idempotent_request(
-        request, tenant_id=DEFAULT_TENANT_ID, key=key, payload=None, success_status=200, to_body=AccountOut.of
+        request, tenant_id=principal.tenant_id, key=key, payload=None, success_status=200, to_body=AccountOut.of
     )
     return recorded_response(runner.run_idempotently(idempotent, command))
 
@@ -159,12 +168,15 @@ def close_account(
 )
 @inject
 def balance_at(
+    principal: Reader,
     account_id: uuid.UUID,
     transfers: TransferServiceDependency,
     as_of_date: Annotated[date | None, Query(description="effective on or before this date")] = None,
     known_at: Annotated[datetime | None, Query(description="as recorded by this moment (ISO 8601 with offset)")] = None,
 ) -> PointInTimeBalanceOut:
-    balance = transfers.balance_at(DEFAULT_TENANT_ID, account_id, effective_on_or_before=as_of_date, known_at=known_at)
+    balance = transfers.balance_at(
+        principal.tenant_id, account_id, effective_on_or_before=as_of_date, known_at=known_at
+    )
     return PointInTimeBalanceOut.of(balance)
 
 
@@ -175,12 +187,13 @@ def balance_at(
 )
 @inject
 def statement(
+    principal: Reader,
     account_id: uuid.UUID,
     transfers: TransferServiceDependency,
     limit: PageSize = 100,
     after: Annotated[str | None, Query(max_length=18, pattern=r"^[0-9]+$")] = None,
 ) -> StatementPage:
-    page = transfers.statement(DEFAULT_TENANT_ID, account_id, after=after, limit=limit)
+    page = transfers.statement(principal.tenant_id, account_id, after=after, limit=limit)
     return StatementPage(
         account_id=account_id,
         items=[StatementLineOut.of(line) for line in page.items],

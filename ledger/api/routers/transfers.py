@@ -7,6 +7,7 @@ from dependency_injector.wiring import Provide, inject
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import JSONResponse
 
+from ledger.api.authentication import Reader, Writer
 from ledger.api.idempotent_writes import idempotency_key, idempotent_request, recorded_response
 from ledger.api.problems import problem_responses
 from ledger.api.schemas import (
@@ -20,15 +21,13 @@ from ledger.api.schemas import (
     TransferOut,
     TrustOperationBase,
 )
-from ledger.domain.model import DEFAULT_TENANT_ID
+from ledger.domain.api_keys import Principal
 from ledger.domain.transactions import TransactionRunner
 from ledger.domain.transfer_service import TransferService
 from ledger.domain.transfers import PostingDraft, TransferDraft
 from ledger.domain.trust_operations import TrustOperation, TrustOperationKind, TrustService
 
 router = APIRouter(prefix="/v1", tags=["transfers"])
-
-API_ACTOR = "api"
 
 TransferServiceDependency = Annotated[TransferService, Depends(Provide["transfer_service"])]
 TrustServiceDependency = Annotated[TrustService, Depends(Provide["trust_service"])]
@@ -47,6 +46,7 @@ _WRITE_PROBLEMS = problem_responses(400, 404, 409, 413, 415, 422, 503)
 @inject
 def post_transfer(
     request: Request,
+    principal: Writer,
     body: TransferCreate,
     key: IdempotencyKey,
     transfers: TransferServiceDependency,
@@ -62,17 +62,17 @@ def post_transfer(
         metadata=body.metadata,
         effective_date=body.effective_date,
     )
-    command = transfers.post_transfer_command(DEFAULT_TENANT_ID, API_ACTOR, draft)
+    command = transfers.post_transfer_command(principal.tenant_id, principal.actor, draft)
     idempotent = idempotent_request(
-        request, tenant_id=DEFAULT_TENANT_ID, key=key, payload=body, success_status=201, to_body=TransferOut.of
+        request, tenant_id=principal.tenant_id, key=key, payload=body, success_status=201, to_body=TransferOut.of
     )
     return recorded_response(runner.run_idempotently(idempotent, command))
 
 
 @router.get("/transfers/{transfer_id}", summary="Get a transfer", responses=problem_responses(404, 503))
 @inject
-def get_transfer(transfer_id: uuid.UUID, transfers: TransferServiceDependency) -> TransferOut:
-    return TransferOut.of(transfers.get_transfer(DEFAULT_TENANT_ID, transfer_id))
+def get_transfer(principal: Reader, transfer_id: uuid.UUID, transfers: TransferServiceDependency) -> TransferOut:
+    return TransferOut.of(transfers.get_transfer(principal.tenant_id, transfer_id))
 
 
 @router.post(
@@ -85,6 +85,7 @@ def get_transfer(transfer_id: uuid.UUID, transfers: TransferServiceDependency) -
 @inject
 def reverse_transfer(
     request: Request,
+    principal: Writer,
     transfer_id: uuid.UUID,
     body: ReversalCreate,
     key: IdempotencyKey,
@@ -92,25 +93,26 @@ def reverse_transfer(
     runner: RunnerDependency,
 ) -> JSONResponse:
     command = transfers.reverse_transfer_command(
-        DEFAULT_TENANT_ID, API_ACTOR, transfer_id, description=body.description
+        principal.tenant_id, principal.actor, transfer_id, description=body.description
     )
     idempotent = idempotent_request(
-        request, tenant_id=DEFAULT_TENANT_ID, key=key, payload=body, success_status=201, to_body=TransferOut.of
+        request, tenant_id=principal.tenant_id, key=key, payload=body, success_status=201, to_body=TransferOut.of
     )
     return recorded_response(runner.run_idempotently(idempotent, command))
 
 
 def _run_trust_operation(
     request: Request,
+    principal: Principal,
     key: str,
     body: TrustOperationBase,
     operation: TrustOperation,
     trust: TrustService,
     runner: TransactionRunner,
 ) -> JSONResponse:
-    command = trust.command(DEFAULT_TENANT_ID, API_ACTOR, operation)
+    command = trust.command(principal.tenant_id, principal.actor, operation)
     idempotent = idempotent_request(
-        request, tenant_id=DEFAULT_TENANT_ID, key=key, payload=body, success_status=201, to_body=TransferOut.of
+        request, tenant_id=principal.tenant_id, key=key, payload=body, success_status=201, to_body=TransferOut.of
     )
     return recorded_response(runner.run_idempotently(idempotent, command))
 
@@ -140,6 +142,7 @@ def _operation(
 @inject
 def deposit(
     request: Request,
+    principal: Writer,
     ledger_id: uuid.UUID,
     body: ClientDeposit,
     key: IdempotencyKey,
@@ -153,7 +156,7 @@ def deposit(
         client_account_id=body.client_account_id,
         bank_account_id=body.bank_account_id,
     )
-    return _run_trust_operation(request, key, body, operation, trust, runner)
+    return _run_trust_operation(request, principal, key, body, operation, trust, runner)
 
 
 @router.post(
@@ -167,6 +170,7 @@ def deposit(
 @inject
 def disburse(
     request: Request,
+    principal: Writer,
     ledger_id: uuid.UUID,
     body: ClientDisbursement,
     key: IdempotencyKey,
@@ -180,7 +184,7 @@ def disburse(
         client_account_id=body.client_account_id,
         bank_account_id=body.bank_account_id,
     )
-    return _run_trust_operation(request, key, body, operation, trust, runner)
+    return _run_trust_operation(request, principal, key, body, operation, trust, runner)
 
 
 @router.post(
@@ -194,6 +198,7 @@ def disburse(
 @inject
 def transfer_between_clients(
     request: Request,
+    principal: Writer,
     ledger_id: uuid.UUID,
     body: ClientTransfer,
     key: IdempotencyKey,
@@ -207,7 +212,7 @@ def transfer_between_clients(
         client_account_id=body.from_client_account_id,
         to_client_account_id=body.to_client_account_id,
     )
-    return _run_trust_operation(request, key, body, operation, trust, runner)
+    return _run_trust_operation(request, principal, key, body, operation, trust, runner)
 
 
 @router.post(
@@ -221,6 +226,7 @@ def transfer_between_clients(
 @inject
 def earned_fee(
     request: Request,
+    principal: Writer,
     ledger_id: uuid.UUID,
     body: EarnedFee,
     key: IdempotencyKey,
@@ -234,7 +240,7 @@ def earned_fee(
         client_account_id=body.client_account_id,
         bank_account_id=body.bank_account_id,
     )
-    return _run_trust_operation(request, key, body, operation, trust, runner)
+    return _run_trust_operation(request, principal, key, body, operation, trust, runner)
 
 
 @router.post(
@@ -248,6 +254,7 @@ def earned_fee(
 @inject
 def firm_deposit(
     request: Request,
+    principal: Writer,
     ledger_id: uuid.UUID,
     body: FirmFundsMovement,
     key: IdempotencyKey,
@@ -255,7 +262,7 @@ def firm_deposit(
     runner: RunnerDependency,
 ) -> JSONResponse:
     operation = _operation(TrustOperationKind.FIRM_DEPOSIT, ledger_id, body, bank_account_id=body.bank_account_id)
-    return _run_trust_operation(request, key, body, operation, trust, runner)
+    return _run_trust_operation(request, principal, key, body, operation, trust, runner)
 
 
 @router.post(
@@ -269,6 +276,7 @@ def firm_deposit(
 @inject
 def bank_charge(
     request: Request,
+    principal: Writer,
     ledger_id: uuid.UUID,
     body: FirmFundsMovement,
     key: IdempotencyKey,
@@ -276,4 +284,4 @@ def bank_charge(
     runner: RunnerDependency,
 ) -> JSONResponse:
     operation = _operation(TrustOperationKind.BANK_CHARGE, ledger_id, body, bank_account_id=body.bank_account_id)
-    return _run_trust_operation(request, key, body, operation, trust, runner)
+    return _run_trust_operation(request, principal, key, body, operation, trust, runner)
