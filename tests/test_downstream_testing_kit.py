@@ -42,7 +42,17 @@ def test_fixtures_work_in_a_separate_downstream_suite(tmp_path: Path) -> None:
         )
     )
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            # Its own base directory: a nested run must not touch (and re-tighten) the outer run's temporary tree.
+            f"--basetemp={tmp_path / 'basetemp'}",
+            str(tmp_path),
+        ],
         capture_output=True,
         check=False,
         text=True,

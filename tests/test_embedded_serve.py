@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -166,9 +168,19 @@ def assert_stopped_cleanly(server: ServerProcess, data_dir: Path, password: str)
     assert "embedded_postgres_stopped" in events, output
 
 
-def test_embedded_serve_starts_serves_stops_and_restarts_on_the_same_data(tmp_path: Path) -> None:
-    data_dir = (tmp_path / "ledger-data").resolve()
-    data_dir.mkdir()
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """Outside pytest's tmp_path: as root the wheel runs PostgreSQL as the `pgserver` user, which must traverse the
+    directory's parents, and pytest keeps its own base directory private (0700) and may tighten it again."""
+    directory = Path(tempfile.mkdtemp(prefix="ledger-embedded-serve-test-")).resolve()
+    directory.chmod(0o755)
+    data = directory / "ledger-data"
+    data.mkdir()
+    yield data
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_embedded_serve_starts_serves_stops_and_restarts_on_the_same_data(tmp_path: Path, data_dir: Path) -> None:
     secret_file = data_dir / "secrets" / "service.json"
 
     with embedded_server(data_dir, tmp_path / "first.log") as first, httpx.Client() as client:
