@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -16,6 +18,7 @@ from ledger.infrastructure.database_credentials import DatabaseCredentials
 from ledger.infrastructure.embedded_postgres import EmbeddedPostgres, write_private_file
 from ledger.infrastructure.settings import LedgerSettings
 from tests.postgres_admin import PostgresAdmin
+from tests.secret_canaries import canaries
 
 TEST_DATABASE_URL_VARIABLE = "LEDGER_TEST_DATABASE_URL"
 _STARTED_HERE = "_LEDGER_TEST_EMBEDDED_STARTED"
@@ -24,6 +27,10 @@ _STARTED_HERE = "_LEDGER_TEST_EMBEDDED_STARTED"
 def pytest_configure(config: pytest.Config) -> None:
     """Starts the embedded PostgreSQL once, in the controlling process (never in an xdist worker); workers find
     its URL in the environment they inherit."""
+    # The suite captures log records at DEBUG for the canary scan; keep the loggers the product pins (boto logs
+    # secret values at DEBUG) and SQLAlchemy's statement echo where the product keeps them.
+    for name in ("boto3", "botocore", "s3transfer", "urllib3", "sqlalchemy.engine"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     if hasattr(config, "workerinput") or os.environ.get(TEST_DATABASE_URL_VARIABLE):
         return
     data_dir = Path(tempfile.mkdtemp(prefix="ledger-test-pg-"))
@@ -35,6 +42,39 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 _embedded_key = pytest.StashKey[EmbeddedPostgres]()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    canaries.scan(report.nodeid, report.sections)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if canaries.leaks:
+        terminalreporter.section("secret canary scan", sep="=", red=True)
+        for leak in canaries.leaks:
+            terminalreporter.line(leak)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if canaries.leaks and exitstatus == 0:
+        session.exitstatus = 1
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _register_secrets_as_canaries() -> Iterator[None]:
+    """Every API key token the suite makes becomes a canary (passwords are registered where roles are made)."""
+    from ledger.domain.api_keys import ApiKeyService
+
+    original = ApiKeyService.create_key
+
+    def create_key_and_register(self: ApiKeyService, *args: Any, **kwargs: Any) -> Any:
+        key, token = original(self, *args, **kwargs)
+        canaries.register(token)
+        return key, token
+
+    ApiKeyService.create_key = create_key_and_register  # type: ignore[method-assign]
+    yield
+    ApiKeyService.create_key = original  # type: ignore[method-assign]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -13,6 +13,7 @@ from psycopg2 import sql
 from pydantic import SecretStr
 
 from ledger.infrastructure.database_credentials import DatabaseCredentials
+from tests.secret_canaries import canaries
 
 
 @dataclass
@@ -44,6 +45,7 @@ class PostgresAdmin:
     def create_role(self, name: str | None = None, password: str | None = None) -> tuple[str, str]:
         name = name or f"ledger_test_{uuid.uuid4().hex[:10]}"
         password = password or secrets.token_urlsafe(18)
+        canaries.register(password)
         self.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(password)))
         return name, password
 
