@@ -1,6 +1,6 @@
 """Smoke-test a running Trust Ledger Service over HTTP and print what it saw.
 
-    python3 scripts/smoke_api.py [--base-url http://127.0.0.1:8000] [--deposits 50]
+    python3 scripts/smoke_api.py --api-key "$TOKEN" [--base-url http://127.0.0.1:8000] [--deposits 50]
 
 Opens a trust ledger with a bank account and two clients, posts deposits, a client transfer and a refused
 overdraft, replays one write with its Idempotency-Key, and checks that the bank balance equals the clients' total.
@@ -23,11 +23,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-url", default="http://127.0.0.1:8000")
     parser.add_argument("--deposits", type=int, default=50, help="how many deposits to time")
+    parser.add_argument("--api-key", required=True, help="a write or admin key (ledger keys create)")
     arguments = parser.parse_args()
     run = uuid.uuid4().hex[:8]
     latencies_ms: list[float] = []
 
-    with httpx.Client(base_url=arguments.base_url, timeout=10) as client:
+    auth = {"Authorization": f"Bearer {arguments.api_key}"}
+    with httpx.Client(base_url=arguments.base_url, timeout=10, headers=auth) as client:
 
         def post(path: str, body: dict[str, Any], key: str | None = None) -> httpx.Response:
             started = time.perf_counter()
