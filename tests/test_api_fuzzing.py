@@ -11,6 +11,7 @@ swaps each stand-in for the real id just before the call: the generated cases, a
 
 from __future__ import annotations
 
+import copy
 import logging
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ import pytest
 import schemathesis
 import structlog
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from schemathesis.openapi.checks import AllowHeaderMismatch
 from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -34,6 +37,7 @@ from ledger.domain.trust_operations import TrustOperation, TrustOperationKind
 from ledger.infrastructure.database_credentials import DatabaseCredentials
 from ledger.infrastructure.settings import LedgerSettings
 from tests.conftest import settings_with_secret_file
+from tests.http_clients import AuthorizedTestClient
 
 MEMORY_EXAMPLES = 200
 POSTGRES_EXAMPLES = 25
@@ -125,13 +129,43 @@ class AppSwitch:
 
 
 def fuzz_schema(max_examples: int) -> OpenApiSchema:
-    schema = schemathesis.openapi.from_dict(openapi_document(), config=fuzz_config(max_examples))
+    schema = schemathesis.openapi.from_dict(copy.deepcopy(DOCUMENT), config=fuzz_config(max_examples))
     schema.app = AppSwitch()
     return schema
 
 
+DOCUMENT = openapi_document()
 memory_schema = fuzz_schema(MEMORY_EXAMPLES)
 postgres_schema = fuzz_schema(POSTGRES_EXAMPLES)
+
+
+# Known product bugs, each pinned by its own failing test below. The fuzz runs drop exactly these symptoms so that
+# they do not stop an operation's run at its first coverage case and hide whatever else the run would find; once the
+# product is fixed the symptoms are gone and these filters drop nothing.
+def is_allow_of_one_route(failure: Any) -> bool:
+    """Bug 1 (test_405_allow_lists_every_method_of_the_resource): a 405 lists the methods of the first route that
+    matches the path, not of the resource."""
+    return isinstance(failure, AllowHeaderMismatch) and bool(failure.missing_methods)
+
+
+def is_fastapi_default_422(failure: Any, case: Any, response: Any) -> bool:
+    """Bug 2 (test_422_is_documented_as_the_problem_the_app_answers): three GET routes document FastAPI's default
+    422 (application/json HTTPValidationError) and answer application/problem+json."""
+    documented = DOCUMENT["paths"][case.operation.path][case.method.lower()]["responses"].get("422", {})
+    content = documented.get("content", {})
+    return (
+        response.status_code == 422
+        and "application/problem+json" not in content
+        and bool({"content_type_conformance", "response_schema_conformance"} & set(failure.checks))
+    )
+
+
+def filter_failure(context: schemathesis.HookContext, failure: Any, case: Any, response: Any) -> bool:
+    return not (is_allow_of_one_route(failure) or is_fastapi_default_422(failure, case, response))
+
+
+for _schema in (memory_schema, postgres_schema):
+    _schema.hook(filter_failure)
 
 
 @dataclass(frozen=True)
@@ -270,6 +304,12 @@ def plain_integers(value: Any) -> Any:
     return value
 
 
+import collections, atexit, json as _json
+STATS = collections.defaultdict(collections.Counter)
+STATUS = collections.defaultdict(collections.Counter)
+atexit.register(lambda: open("/tmp/fuzz_stats.json", "w").write(_json.dumps({f"{k[0]} {k[1]}": [dict(v), dict(STATUS[k])] for k, v in STATS.items()}, indent=0)))
+
+
 def fuzz(case: schemathesis.Case, target: Target) -> None:
     if case.path_parameters:
         case.path_parameters = with_real_ids(case.path_parameters, target.real_ids)
@@ -277,8 +317,9 @@ def fuzz(case: schemathesis.Case, target: Target) -> None:
         case.body = plain_integers(with_real_ids(case.body, target.real_ids))
     if case.headers is not None and "Idempotency-Key" in case.headers:
         case.headers["Idempotency-Key"] = f"fuzz-{uuid.uuid4()}"
+    STATS[(id(target), case.operation.label)][case.meta.phase.name.value if case.meta else "?"] += 1
     case.call_and_validate(
-        headers={"Authorization": f"Bearer {target.token}"}, additional_checks=[refusal_is_a_ledger_rule]
+        headers={"Authorization": f"Bearer {target.token}"}, additional_checks=[refusal_is_a_ledger_rule, lambda ctx, r, c: STATUS[(id(target), c.operation.label)].update([f'{r.status_code} {r.json().get("code") if r.status_code >= 400 else ""} {c.meta.generation.mode.value if c.meta else ""}'])]
     )
 
 
@@ -290,3 +331,52 @@ def test_every_operation_in_memory(case: schemathesis.Case, memory_target: Targe
 @postgres_schema.parametrize()
 def test_every_operation_on_postgres(case: schemathesis.Case, postgres_target: Target) -> None:
     fuzz(case, postgres_target)
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    container = build_container(memory_settings())
+    use_in_memory_adapters(container)
+    with AuthorizedTestClient(create_app(container)) as test_client:
+        yield test_client
+
+
+def documented_operations() -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in DOCUMENT["paths"].items():
+        for method, operation in item.items():
+            yield path, method.upper(), operation
+
+
+def test_405_allow_lists_every_method_of_the_resource(client: TestClient) -> None:
+    """RFC 9110 15.5.6: a 405 carries `Allow` with the resource's supported methods. Found by schemathesis
+    (allow_header_conformance): `OPTIONS /v1/ledgers` answers `Allow: POST` although GET is served too."""
+    wrong = {}
+    for path in DOCUMENT["paths"]:
+        documented = {method.upper() for method in DOCUMENT["paths"][path]}
+        url = path.replace("{ledger_id}", str(uuid.uuid4())).replace("{account_id}", str(uuid.uuid4()))
+        url = url.replace("{transfer_id}", str(uuid.uuid4()))
+        response = client.options(url)
+        assert response.status_code == 405, (path, response.status_code)
+        allowed = {method.strip() for method in response.headers.get("allow", "").split(",") if method.strip()}
+        if not documented <= allowed:
+            wrong[path] = (response.headers.get("allow"), sorted(documented))
+    assert not wrong, f"Allow misses documented methods (path: (Allow, documented)): {wrong}"
+
+
+def test_422_is_documented_as_the_problem_the_app_answers(client: TestClient) -> None:
+    """Every route answers a malformed request with a problem+json `validation_error`; the document must say so.
+    Found by schemathesis (content_type_conformance): GET /v1/ledgers/{ledger_id}, /v1/accounts/{account_id} and
+    /v1/transfers/{transfer_id} document FastAPI's default 422 (application/json HTTPValidationError)."""
+    wrong = {}
+    for path, method, operation in documented_operations():
+        if "{" not in path or method != "GET":
+            continue
+        response = client.get(path.split("{")[0] + "not-a-uuid" + path.split("}")[1])
+        assert response.status_code == 422, (path, response.text)
+        answered = response.headers["content-type"].split(";")[0]
+        assert answered == "application/problem+json"
+        assert response.json()["code"] == "validation_error"
+        documented = sorted(operation["responses"].get("422", {}).get("content", {}))
+        if documented != [answered]:
+            wrong[f"{method} {path}"] = documented
+    assert not wrong, f"422 documented as another media type than application/problem+json: {wrong}"

@@ -243,20 +243,21 @@ def test_debug_level_keeps_aws_loggers_quiet() -> None:
     logging.getLogger("botocore.endpoint").debug("Making request with SecretString %s", CANARY)
     logging.getLogger("botocore").debug("Response body: %s", CANARY)
     structlog.get_logger("ledger.test").debug("our own debug line")
-    logging.getLogger("sqlalchemy.engine").debug("row (1,)")
+    logging.getLogger("sqlalchemy.engine").info("SELECT 1")
+    logging.getLogger("sqlalchemy.engine").debug("Row (%r,)", CANARY)  # result rows carry data: never logged
 
     output = stream.getvalue()
     assert CANARY not in output
-    assert [r["event"] for r in _records(stream)] == ["our own debug line", "row (1,)"]
+    assert [r["event"] for r in _records(stream)] == ["our own debug line", "SELECT 1"]
 
 
-def test_sqlalchemy_engine_stays_at_warning_unless_debug() -> None:
+def test_sqlalchemy_engine_stays_at_warning_unless_debug_and_never_logs_rows() -> None:
     configure_logging(level="INFO", log_format="json", stream=io.StringIO())
     assert logging.getLogger("sqlalchemy.engine").getEffectiveLevel() == logging.WARNING
     configure_logging(level="ERROR", log_format="json", stream=io.StringIO())
     assert logging.getLogger("sqlalchemy.engine").getEffectiveLevel() == logging.ERROR
     configure_logging(level="debug", log_format="json", stream=io.StringIO())
-    assert logging.getLogger("sqlalchemy.engine").getEffectiveLevel() == logging.DEBUG
+    assert logging.getLogger("sqlalchemy.engine").getEffectiveLevel() == logging.INFO
 
 
 def test_configuring_twice_does_not_duplicate_output() -> None:

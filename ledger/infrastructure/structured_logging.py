@@ -192,8 +192,10 @@ def configure_logging(level: str = "INFO", log_format: str = "auto", stream: Tex
 
     for name in _PINNED_AT_WARNING:
         logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))
+    # At DEBUG, SQL statements (parameters hidden outside development) but never result rows: rows carry data,
+    # such as API key hashes, that no log should hold.
     logging.getLogger("sqlalchemy.engine").setLevel(
-        numeric_level if numeric_level <= logging.DEBUG else max(numeric_level, logging.WARNING)
+        logging.INFO if numeric_level <= logging.DEBUG else max(numeric_level, logging.WARNING)
     )
     # Our request-id middleware logs every request (with its id); alembic's chatter is summed up by our own events.
     for name in _QUIET_UNLESS_DEBUG:
