@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ledger.domain.api_keys import Forbidden, Unauthenticated
 from ledger.domain.errors import Conflict, DomainError, InvalidRequest, NotFound, ServiceUnavailable
@@ -139,7 +140,21 @@ def _validation_error(request: Request, error: Exception) -> JSONResponse:
 def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, f"http_{error.status_code}")
-    return problem_response(error.status_code, code, str(error.detail), headers=error.headers)
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        # Starlette names only the methods of the first route that matched the path; list every route's.
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return problem_response(error.status_code, code, str(error.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route answers fully for this path."""
+    allowed = []
+    for method in ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 def _api_problem(request: Request, error: Exception) -> JSONResponse:
@@ -171,6 +186,10 @@ def install_problem_schema(app: FastAPI) -> None:
                 for parameter in path_item.get("post", {}).get("parameters", []):
                     if parameter.get("in") == "header" and parameter.get("name") == "Idempotency-Key":
                         parameter["required"] = True
+                for operation in path_item.values():
+                    # FastAPI documents its own 422 body; the service answers every 422 as a problem.
+                    if operation.get("parameters") or operation.get("requestBody"):
+                        operation.setdefault("responses", {})["422"] = problem_responses(422)[422]
                 if path.startswith("/v1/"):
                     # Every /v1 operation needs an API key: document what a key problem answers.
                     for operation in path_item.values():

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ledger.domain.model import (
     MAX_CODE_LENGTH,
@@ -82,6 +83,7 @@ class AccountCreate(StrictRequest):
     kind: AccountKind = Field(examples=[AccountKind.CLIENT])
     prevent_overdraft: bool | None = Field(
         default=None,
+        strict=True,
         description="refuse voluntary debits below zero available (always true in a trust ledger; default by kind)",
     )
 
@@ -153,8 +155,33 @@ Description = Annotated[str, Field(default="", max_length=MAX_DESCRIPTION_LENGTH
 Metadata = Annotated[
     dict[str, Any], Field(default_factory=dict, description=f"a JSON object of at most {MAX_METADATA_BYTES} bytes")
 ]
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:?\d{2})$")
+
+
+def _iso_date_text(value: object) -> object:
+    """Dates only as YYYY-MM-DD: pydantic would otherwise read 0 or "86400" as a Unix time."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _ISO_DATE.match(value):
+        return value
+    raise ValueError("a date as YYYY-MM-DD")
+
+
+def _iso_datetime_text(value: object) -> object:
+    """Moments only as ISO 8601 with an offset, never a bare number."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _ISO_DATETIME.match(value):
+        return value
+    raise ValueError("a moment as ISO 8601 with an offset, e.g. 2026-11-20T17:00:00Z")
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_datetime_text)]
+
 EffectiveDate = Annotated[
-    date | None,
+    IsoDate | None,
     Field(default=None, description="the date the entry takes effect, in the ledger's time zone (default: today)"),
 ]
 

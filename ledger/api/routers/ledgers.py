@@ -1,7 +1,6 @@
 """Ledgers and their accounts: open, list, read, balances at a point in time, statements, close."""
 
 import uuid
-from datetime import date, datetime
 from typing import Annotated
 
 from dependency_injector.wiring import Provide, inject
@@ -15,6 +14,8 @@ from ledger.api.schemas import (
     AccountCreate,
     AccountOut,
     AccountPage,
+    IsoDate,
+    IsoDateTime,
     LedgerCreate,
     LedgerOut,
     LedgerPage,
@@ -171,8 +172,10 @@ def balance_at(
     principal: Reader,
     account_id: uuid.UUID,
     transfers: TransferServiceDependency,
-    as_of_date: Annotated[date | None, Query(description="effective on or before this date")] = None,
-    known_at: Annotated[datetime | None, Query(description="as recorded by this moment (ISO 8601 with offset)")] = None,
+    as_of_date: Annotated[IsoDate | None, Query(description="effective on or before this date (YYYY-MM-DD)")] = None,
+    known_at: Annotated[
+        IsoDateTime | None, Query(description="as recorded by this moment (ISO 8601 with offset)")
+    ] = None,
 ) -> PointInTimeBalanceOut:
     balance = transfers.balance_at(
         principal.tenant_id, account_id, effective_on_or_before=as_of_date, known_at=known_at
