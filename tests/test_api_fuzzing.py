@@ -513,3 +513,26 @@ def test_values_of_another_json_type_are_refused(client: KeyedTestClient) -> Non
         if response.status_code != 422:
             accepted[query] = response.status_code
     assert not accepted, f"values of another JSON type accepted (value: status): {accepted}"
+
+
+def test_every_rfc3339_spelling_of_a_moment_and_date_is_accepted(client: KeyedTestClient) -> None:
+    """The other side of the previous test: refusing numbers must not refuse text the document admits (`format:
+    date-time` is RFC 3339: any number of fraction digits, `t` and `z` in either case, any offset)."""
+    ledger = client.post("/v1/ledgers", json={"name": "moments", "currency": "USD", "kind": "general"}).json()["id"]
+    account = client.post(f"/v1/ledgers/{ledger}/accounts", json={"code": "cash", "name": "cash", "kind": "asset"})
+    refused = {}
+    for moment in (
+        "2026-11-20T17:00:00Z",
+        "2026-11-20T17:00:00.5Z",
+        "2026-11-20T17:00:00.123456789Z",
+        "2026-11-20t17:00:00z",
+        "2026-11-20T17:00:00+05:30",
+        "2026-11-20T17:00:00-00:00",
+    ):
+        response = client.get(f"/v1/accounts/{account.json()['id']}/balance", params={"known_at": moment})
+        if response.status_code != 200:
+            refused[moment] = response.json().get("code")
+    response = client.get(f"/v1/accounts/{account.json()['id']}/balance", params={"as_of_date": "2026-11-20"})
+    if response.status_code != 200:
+        refused["as_of_date=2026-11-20"] = response.json().get("code")
+    assert not refused, f"RFC 3339 text refused (value: code): {refused}"

@@ -68,6 +68,7 @@ def create_app(container: Container) -> FastAPI:
     for module in ROUTER_MODULES:
         app.include_router(module.router)
     container.wire(modules=[*ROUTER_MODULES, authentication])
+    app.state.max_page_size = settings.max_page_size
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.container = container
     return app

@@ -70,16 +70,28 @@ class Problem(BaseModel):
 
 
 _DOCUMENTED_STATUSES = {
-    401: "No API key, or one that is unknown, malformed or revoked",
-    403: "The API key's role may not do this",
-    429: "Too many requests for this API key (per server process); wait Retry-After seconds",
-    400: "The request lacks something every write needs (such as an Idempotency-Key)",
-    404: "No such resource for this tenant (another tenant's ids answer the same)",
-    413: "The body is larger than the service accepts",
-    415: "The body is not application/json",
-    409: "The request conflicts with the current state (a taken code, a key still in flight)",
-    422: "The request is malformed or breaks a ledger rule; `code` says which",
-    503: "The database is unavailable, busy or timed out; retry after Retry-After seconds",
+    400: "A write without a usable Idempotency-Key. Codes: `idempotency_key_required`, `invalid_idempotency_key`",
+    401: "No API key, or one that is unknown, malformed or revoked. Codes: `unauthenticated`, `invalid_api_key`",
+    403: "The API key's role may not do this. Code: `forbidden`",
+    404: "No such resource for this tenant (another tenant's ids answer the same). Codes: `ledger_not_found`, "
+    "`account_not_found`, `transfer_not_found`, `not_found`",
+    405: "The path does not take this method (see Allow). Code: `method_not_allowed`",
+    409: "A conflict with the current state. Codes: `idempotency_key_in_flight` (same key still running; retry "
+    "later), `account_code_taken`",
+    413: "The body is larger than the service accepts. Code: `body_too_large`",
+    415: "The body is not application/json. Code: `unsupported_media_type`",
+    422: "Malformed, or refused by a ledger rule (rule refusals are recorded with the Idempotency-Key and replayed). "
+    "Codes: `validation_error`, `invalid_amount`, `unbalanced_transfer`, `too_few_postings`, `too_many_postings`, "
+    "`duplicate_account`, `ledger_mismatch`, `invalid_description`, `invalid_metadata`, `metadata_too_large`, "
+    "`effective_date_in_future`, `invalid_page_size`, `invalid_cursor`, `invalid_timestamp`, `unknown_currency`, "
+    "`invalid_time_zone`, `account_kind_not_allowed`, `overdraft_not_allowed`, `not_a_trust_ledger`, "
+    "`not_a_client_account`, `client_account_required`, `bank_account_missing`, `bank_account_ambiguous`, "
+    "`firm_funds_account_missing`, `idempotency_key_reused`; rules: `insufficient_funds`, `account_closed`, "
+    "`account_not_empty`, `transfer_already_reversed`, `cannot_reverse_reversal`",
+    429: "Too many requests for this API key (per server process); wait Retry-After seconds. Code: `rate_limited`",
+    503: "The database is unavailable, busy or timed out; retry after Retry-After seconds (a write with the same "
+    "Idempotency-Key is safe). Codes: `database_unavailable`, `database_pool_exhausted`, `lock_timeout`, "
+    "`statement_timeout`, `transaction_retries_exhausted`",
 }
 
 

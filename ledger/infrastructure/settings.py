@@ -62,6 +62,7 @@ class LedgerSettings(BaseSettings):
     # gateway in front of the service.
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     max_metadata_bytes: int = Field(default=4096, ge=2, le=4096)
+    max_page_size: int = Field(default=500, ge=1, le=500)
     rate_limit_per_second: float = Field(default=200.0, gt=0)
     rate_limit_burst: int = Field(default=400, ge=1)
     api_key_cache_seconds: float = Field(default=2.0, ge=0, le=60)

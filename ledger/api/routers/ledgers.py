@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from ledger.api.authentication import Reader, Writer
 from ledger.api.idempotent_writes import idempotency_key, idempotent_request, recorded_response
-from ledger.api.problems import problem_responses
+from ledger.api.problems import ApiProblem, problem_responses
 from ledger.api.schemas import (
     AccountCreate,
     AccountOut,
@@ -34,7 +34,21 @@ AccountServiceDependency = Annotated[AccountService, Depends(Provide["account_se
 TransferServiceDependency = Annotated[TransferService, Depends(Provide["transfer_service"])]
 RunnerDependency = Annotated[TransactionRunner, Depends(Provide["transaction_runner"])]
 IdempotencyKey = Annotated[str, Depends(idempotency_key)]
-PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="page size, at most 500")]
+
+
+def page_size(
+    request: Request,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE_SIZE, description="page size: at most 500, or the service's lower limit")
+    ] = 100,
+) -> int:
+    configured: int = request.app.state.max_page_size
+    if limit > configured:
+        raise ApiProblem(422, "invalid_page_size", f"page size must be between 1 and {configured}")
+    return limit
+
+
+PageSize = Annotated[int, Depends(page_size)]
 Cursor = Annotated[
     str | None, Query(max_length=64, pattern=r"^[0-9a-f-]+$", description="next_cursor of the previous page")
 ]
@@ -68,7 +82,7 @@ def open_ledger(
 @router.get("/ledgers", summary="List ledgers", responses=problem_responses(422, 503))
 @inject
 def list_ledgers(
-    principal: Reader, ledgers: LedgerServiceDependency, limit: PageSize = 100, after: Cursor = None
+    principal: Reader, ledgers: LedgerServiceDependency, limit: PageSize, after: Cursor = None
 ) -> LedgerPage:
     page = ledgers.list_ledgers(principal.tenant_id, after=after, limit=limit)
     return LedgerPage(items=[LedgerOut.of(ledger) for ledger in page.items], next_cursor=page.next_cursor)
@@ -121,7 +135,7 @@ def list_accounts(
     principal: Reader,
     ledger_id: uuid.UUID,
     accounts: AccountServiceDependency,
-    limit: PageSize = 100,
+    limit: PageSize,
     after: Cursor = None,
 ) -> AccountPage:
     page = accounts.list_accounts(principal.tenant_id, ledger_id, after=after, limit=limit)
@@ -193,7 +207,7 @@ def statement(
     principal: Reader,
     account_id: uuid.UUID,
     transfers: TransferServiceDependency,
-    limit: PageSize = 100,
+    limit: PageSize,
     after: Annotated[str | None, Query(max_length=18, pattern=r"^[0-9]+$")] = None,
 ) -> StatementPage:
     page = transfers.statement(principal.tenant_id, account_id, after=after, limit=limit)
