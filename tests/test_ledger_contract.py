@@ -43,7 +43,6 @@ from ledger.domain.transfers import (
     Transfer,
     TransferDraft,
     TransferKind,
-    posted_balance_change,
 )
 from ledger.domain.trust_operations import TrustOperation, TrustOperationKind
 from ledger.infrastructure.in_memory import InMemoryUnitOfWork
@@ -56,6 +55,12 @@ GENERAL_KINDS = (AccountKind.ASSET, AccountKind.LIABILITY, AccountKind.EQUITY, A
 # --------------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def posted_balance_change(normal_side: NormalSide, side: Side, amount: int) -> int:
+    """How a posting moves a balance kept in the account's normal direction."""
+    same = (normal_side is NormalSide.DEBIT) == (side is Side.DEBIT)
+    return amount if same else -amount
 
 
 @contextmanager

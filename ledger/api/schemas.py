@@ -30,6 +30,7 @@ from ledger.domain.transfers import (
     Transfer,
     TransferKind,
 )
+from ledger.domain.trust_operations import TrustOperation, TrustOperationKind
 
 NoNulText = r"^[^\x00]*$"
 
@@ -280,6 +281,30 @@ class TrustOperationBase(BaseModel):
     metadata: Metadata
     effective_date: EffectiveDate
 
+    def to_operation(self, kind: TrustOperationKind, ledger_id: uuid.UUID) -> TrustOperation:
+        return self._operation(kind, ledger_id)
+
+    def _operation(
+        self,
+        kind: TrustOperationKind,
+        ledger_id: uuid.UUID,
+        *,
+        client: uuid.UUID | None = None,
+        to_client: uuid.UUID | None = None,
+        bank: uuid.UUID | None = None,
+    ) -> TrustOperation:
+        return TrustOperation(
+            kind=kind,
+            ledger_id=ledger_id,
+            amount=self.amount,
+            description=self.description,
+            metadata=self.metadata,
+            effective_date=self.effective_date,
+            client_account_id=client,
+            to_client_account_id=to_client,
+            bank_account_id=bank,
+        )
+
 
 class ClientDeposit(TrustOperationBase):
     model_config = ConfigDict(
@@ -299,6 +324,9 @@ class ClientDeposit(TrustOperationBase):
 
     client_account_id: uuid.UUID
     bank_account_id: uuid.UUID | None = Field(default=None, description="default: the ledger's one bank account")
+
+    def to_operation(self, kind: TrustOperationKind, ledger_id: uuid.UUID) -> TrustOperation:
+        return self._operation(kind, ledger_id, client=self.client_account_id, bank=self.bank_account_id)
 
 
 class ClientDisbursement(ClientDeposit):
@@ -327,6 +355,9 @@ class ClientTransfer(TrustOperationBase):
     from_client_account_id: uuid.UUID
     to_client_account_id: uuid.UUID
 
+    def to_operation(self, kind: TrustOperationKind, ledger_id: uuid.UUID) -> TrustOperation:
+        return self._operation(kind, ledger_id, client=self.from_client_account_id, to_client=self.to_client_account_id)
+
 
 class FirmFundsMovement(TrustOperationBase):
     model_config = ConfigDict(
@@ -334,6 +365,9 @@ class FirmFundsMovement(TrustOperationBase):
     )
 
     bank_account_id: uuid.UUID | None = Field(default=None, description="default: the ledger's one bank account")
+
+    def to_operation(self, kind: TrustOperationKind, ledger_id: uuid.UUID) -> TrustOperation:
+        return self._operation(kind, ledger_id, bank=self.bank_account_id)
 
 
 class PointInTimeBalanceOut(BaseModel):

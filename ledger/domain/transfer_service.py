@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -48,11 +49,18 @@ def ledger_today(ledger: Ledger, moment: datetime) -> date:
 
 
 def post_in_unit_of_work(
-    uow: UnitOfWork, ledger: Ledger, draft: TransferDraft, *, transfer_id: uuid.UUID, actor: str
+    uow: UnitOfWork,
+    ledger: Ledger,
+    draft: TransferDraft,
+    *,
+    transfer_id: uuid.UUID,
+    actor: str,
+    locked: Mapping[uuid.UUID, Account] | None = None,
 ) -> Transfer:
-    """Locks the accounts in ascending id order, applies the draft (pure), then writes. Every refusal is raised
-    before the first write, so a refused request leaves the transaction clean."""
-    accounts = uow.accounts.lock(ledger.tenant_id, sorted_account_ids([draft]))
+    """Locks the accounts in ascending id order (unless the caller already holds them: ``locked``), applies the
+    draft (pure), then writes. Every refusal is raised before the first write, so a refused request leaves the
+    transaction clean."""
+    accounts = locked if locked is not None else uow.accounts.lock(ledger.tenant_id, sorted_account_ids([draft]))
     recorded_at = uow.now()
     today = ledger_today(ledger, recorded_at)
     effective_date = draft.effective_date or today
@@ -104,10 +112,10 @@ class TransferService:
             draft = reversal_of(original, description=description)
             ledger = require_ledger(uow, tenant_id, original.ledger_id)
             # Locking the same accounts as the original serializes two reversals of it; the second sees the first.
-            uow.accounts.lock(tenant_id, sorted_account_ids([draft]))
+            locked = uow.accounts.lock(tenant_id, sorted_account_ids([draft]))
             if uow.transfers.reversal_of(tenant_id, transfer_id) is not None:
                 raise LedgerRuleViolation("the transfer has already been reversed", code="transfer_already_reversed")
-            return post_in_unit_of_work(uow, ledger, draft, transfer_id=reversal_id, actor=actor)
+            return post_in_unit_of_work(uow, ledger, draft, transfer_id=reversal_id, actor=actor, locked=locked)
 
         return reverse_transfer
 

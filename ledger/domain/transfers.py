@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ledger.domain.errors import InvalidRequest, NotFound
-from ledger.domain.model import Account, AccountStatus, Ledger, NormalSide
+from ledger.domain.model import Account, AccountStatus, Ledger
 from ledger.domain.money import MAX_AMOUNT_MINOR_UNITS
 
 MAX_POSTINGS_PER_TRANSFER = 64
@@ -237,12 +237,6 @@ def reversal_of(original: Transfer, *, description: str | None = None) -> Transf
         metadata={},
         reverses_transfer_id=original.id,
     )
-
-
-def posted_balance_change(normal_side: NormalSide, side: Side, amount: int) -> int:
-    """How a posting moves a balance kept in the account's normal direction."""
-    same = (normal_side is NormalSide.DEBIT) == (side is Side.DEBIT)
-    return amount if same else -amount
 
 
 def sorted_account_ids(drafts: Sequence[TransferDraft]) -> list[uuid.UUID]:

@@ -25,7 +25,7 @@ from ledger.domain.api_keys import Principal
 from ledger.domain.transactions import TransactionRunner
 from ledger.domain.transfer_service import TransferService
 from ledger.domain.transfers import PostingDraft, TransferDraft
-from ledger.domain.trust_operations import TrustOperation, TrustOperationKind, TrustService
+from ledger.domain.trust_operations import TrustOperationKind, TrustService
 
 router = APIRouter(prefix="/v1", tags=["transfers"])
 
@@ -106,29 +106,16 @@ def _run_trust_operation(
     principal: Principal,
     key: str,
     body: TrustOperationBase,
-    operation: TrustOperation,
+    kind: TrustOperationKind,
+    ledger_id: uuid.UUID,
     trust: TrustService,
     runner: TransactionRunner,
 ) -> JSONResponse:
-    command = trust.command(principal.tenant_id, principal.actor, operation)
+    command = trust.command(principal.tenant_id, principal.actor, body.to_operation(kind, ledger_id))
     idempotent = idempotent_request(
         request, tenant_id=principal.tenant_id, key=key, payload=body, success_status=201, to_body=TransferOut.of
     )
     return recorded_response(runner.run_idempotently(idempotent, command))
-
-
-def _operation(
-    kind: TrustOperationKind, ledger_id: uuid.UUID, body: TrustOperationBase, **accounts: object
-) -> TrustOperation:
-    return TrustOperation(
-        kind=kind,
-        ledger_id=ledger_id,
-        amount=body.amount,
-        description=body.description,
-        metadata=body.metadata,
-        effective_date=body.effective_date,
-        **accounts,  # type: ignore[arg-type]
-    )
 
 
 @router.post(
@@ -149,14 +136,7 @@ def deposit(
     trust: TrustServiceDependency,
     runner: RunnerDependency,
 ) -> JSONResponse:
-    operation = _operation(
-        TrustOperationKind.DEPOSIT,
-        ledger_id,
-        body,
-        client_account_id=body.client_account_id,
-        bank_account_id=body.bank_account_id,
-    )
-    return _run_trust_operation(request, principal, key, body, operation, trust, runner)
+    return _run_trust_operation(request, principal, key, body, TrustOperationKind.DEPOSIT, ledger_id, trust, runner)
 
 
 @router.post(
@@ -177,14 +157,9 @@ def disburse(
     trust: TrustServiceDependency,
     runner: RunnerDependency,
 ) -> JSONResponse:
-    operation = _operation(
-        TrustOperationKind.DISBURSEMENT,
-        ledger_id,
-        body,
-        client_account_id=body.client_account_id,
-        bank_account_id=body.bank_account_id,
+    return _run_trust_operation(
+        request, principal, key, body, TrustOperationKind.DISBURSEMENT, ledger_id, trust, runner
     )
-    return _run_trust_operation(request, principal, key, body, operation, trust, runner)
 
 
 @router.post(
@@ -205,14 +180,9 @@ def transfer_between_clients(
     trust: TrustServiceDependency,
     runner: RunnerDependency,
 ) -> JSONResponse:
-    operation = _operation(
-        TrustOperationKind.CLIENT_TRANSFER,
-        ledger_id,
-        body,
-        client_account_id=body.from_client_account_id,
-        to_client_account_id=body.to_client_account_id,
+    return _run_trust_operation(
+        request, principal, key, body, TrustOperationKind.CLIENT_TRANSFER, ledger_id, trust, runner
     )
-    return _run_trust_operation(request, principal, key, body, operation, trust, runner)
 
 
 @router.post(
@@ -233,14 +203,7 @@ def earned_fee(
     trust: TrustServiceDependency,
     runner: RunnerDependency,
 ) -> JSONResponse:
-    operation = _operation(
-        TrustOperationKind.EARNED_FEE,
-        ledger_id,
-        body,
-        client_account_id=body.client_account_id,
-        bank_account_id=body.bank_account_id,
-    )
-    return _run_trust_operation(request, principal, key, body, operation, trust, runner)
+    return _run_trust_operation(request, principal, key, body, TrustOperationKind.EARNED_FEE, ledger_id, trust, runner)
 
 
 @router.post(
@@ -261,8 +224,9 @@ def firm_deposit(
     trust: TrustServiceDependency,
     runner: RunnerDependency,
 ) -> JSONResponse:
-    operation = _operation(TrustOperationKind.FIRM_DEPOSIT, ledger_id, body, bank_account_id=body.bank_account_id)
-    return _run_trust_operation(request, principal, key, body, operation, trust, runner)
+    return _run_trust_operation(
+        request, principal, key, body, TrustOperationKind.FIRM_DEPOSIT, ledger_id, trust, runner
+    )
 
 
 @router.post(
@@ -283,5 +247,4 @@ def bank_charge(
     trust: TrustServiceDependency,
     runner: RunnerDependency,
 ) -> JSONResponse:
-    operation = _operation(TrustOperationKind.BANK_CHARGE, ledger_id, body, bank_account_id=body.bank_account_id)
-    return _run_trust_operation(request, principal, key, body, operation, trust, runner)
+    return _run_trust_operation(request, principal, key, body, TrustOperationKind.BANK_CHARGE, ledger_id, trust, runner)
