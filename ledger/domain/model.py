@@ -106,6 +106,8 @@ class Account:
     status: AccountStatus = AccountStatus.OPEN
     # A voluntary debit may never take the available balance below zero (clients, firm funds, the bank).
     prevent_overdraft: bool = True
+    # The hash of the newest posting (None before the first one): see ledger.domain.posting_chain.
+    chain_head: bytes | None = None
 
     @property
     def posted_balance(self) -> int:

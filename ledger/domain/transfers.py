@@ -18,6 +18,7 @@ from typing import Any
 from ledger.domain.errors import InvalidRequest, NotFound
 from ledger.domain.model import Account, AccountStatus, Ledger
 from ledger.domain.money import MAX_AMOUNT_MINOR_UNITS
+from ledger.domain.posting_chain import genesis_hash, next_chain_hash, posting_link_bytes
 
 MAX_POSTINGS_PER_TRANSFER = 64
 MAX_METADATA_BYTES = 4096
@@ -72,6 +73,8 @@ class Posting:
     amount: int
     account_version: int
     balance_after: int
+    # SHA-256 chained to the account's previous posting (see ledger.domain.posting_chain).
+    chain_hash: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +212,42 @@ def apply_transfer(
         postings=tuple(postings),
         reverses_transfer_id=draft.reverses_transfer_id,
     )
-    return transfer, updated
+    return _chained(transfer, accounts, updated)
+
+
+def chain_link(transfer: Transfer, posting: Posting) -> bytes:
+    """The bytes one posting of ``transfer`` adds to its account's chain."""
+    return posting_link_bytes(
+        tenant_id=transfer.tenant_id,
+        ledger_id=transfer.ledger_id,
+        account_id=posting.account_id,
+        account_version=posting.account_version,
+        side=posting.side.value,
+        amount=posting.amount,
+        balance_after=posting.balance_after,
+        transfer_id=transfer.id,
+        transfer_kind=transfer.kind.value,
+        description=transfer.description,
+        metadata=transfer.metadata,
+        effective_date=transfer.effective_date,
+        recorded_at=transfer.recorded_at,
+        actor=transfer.actor,
+        reverses_transfer_id=transfer.reverses_transfer_id,
+    )
+
+
+def _chained(
+    transfer: Transfer, before: Mapping[uuid.UUID, Account], after: dict[uuid.UUID, Account]
+) -> tuple[Transfer, dict[uuid.UUID, Account]]:
+    """Extends each account's chain by its posting: the account row is locked, so its head is the latest."""
+    postings = []
+    for posting in transfer.postings:
+        account = before[posting.account_id]
+        previous = account.chain_head if account.chain_head is not None else genesis_hash(account.id)
+        chain_hash = next_chain_hash(previous, chain_link(transfer, posting))
+        postings.append(replace(posting, chain_hash=chain_hash))
+        after[account.id] = replace(after[account.id], chain_head=chain_hash)
+    return replace(transfer, postings=tuple(postings)), after
 
 
 def _post(account: Account, leg: PostingDraft) -> Account:

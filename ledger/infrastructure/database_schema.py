@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -49,6 +49,7 @@ def build_metadata() -> sa.MetaData:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("status", sa.Text, nullable=False, server_default="open"),
         sa.Column("prevent_overdraft", sa.Boolean, nullable=False, server_default=sa.true()),
+        sa.Column("chain_head", BYTEA, nullable=True),
         sa.UniqueConstraint("ledger_id", "code", name="uq_accounts_ledger_id_code"),
         sa.CheckConstraint(
             "kind IN ('bank','client','firm_funds','asset','liability','equity','income','expense')",
@@ -90,6 +91,7 @@ def build_metadata() -> sa.MetaData:
         sa.Column("balance_after", sa.BigInteger, nullable=False),
         sa.Column("effective_date", sa.Date, nullable=False),
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("chain_hash", BYTEA, nullable=False),
     )
     sa.Table(
         "idempotency_records",

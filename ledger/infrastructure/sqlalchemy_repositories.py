@@ -83,6 +83,7 @@ class SqlAlchemyAccountRepository(AccountRepository):
                 created_at=account.created_at,
                 status=account.status.value,
                 prevent_overdraft=account.prevent_overdraft,
+                chain_head=account.chain_head,
             )
             .on_conflict_do_nothing(constraint="uq_accounts_ledger_id_code")
             .returning(self._table.c.id)
@@ -128,6 +129,7 @@ class SqlAlchemyAccountRepository(AccountRepository):
                 pending_credits=sa.bindparam("pending_credits"),
                 version=sa.bindparam("new_version"),
                 status=sa.bindparam("new_status"),
+                chain_head=sa.bindparam("new_chain_head"),
             ),
             [
                 {
@@ -138,6 +140,7 @@ class SqlAlchemyAccountRepository(AccountRepository):
                     "pending_credits": account.pending_credits,
                     "new_version": account.version,
                     "new_status": account.status.value,
+                    "new_chain_head": account.chain_head,
                 }
                 for account in accounts
             ],
@@ -189,6 +192,7 @@ class SqlAlchemyTransferRepository(TransferRepository):
                     "balance_after": posting.balance_after,
                     "effective_date": transfer.effective_date,
                     "recorded_at": transfer.recorded_at,
+                    "chain_hash": posting.chain_hash,
                 }
                 for posting in transfer.postings
             ],
@@ -223,6 +227,7 @@ class SqlAlchemyTransferRepository(TransferRepository):
                     amount=posting.amount,
                     account_version=posting.account_version,
                     balance_after=posting.balance_after,
+                    chain_hash=bytes(posting.chain_hash),
                 )
                 for posting in postings
             ),
@@ -437,4 +442,5 @@ def _account_from_row(row: Any) -> Account:
         created_at=row["created_at"],
         status=AccountStatus(row["status"]),
         prevent_overdraft=row["prevent_overdraft"],
+        chain_head=None if row["chain_head"] is None else bytes(row["chain_head"]),
     )
