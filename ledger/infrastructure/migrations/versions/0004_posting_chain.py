@@ -70,9 +70,7 @@ def _chain_existing_postings() -> None:
         updates.append({"posting_id": row["id"], "chain_hash": previous})
         heads[account_id] = previous
     if updates:
-        connection.execute(
-            sa.text("UPDATE postings SET chain_hash = :chain_hash WHERE id = :posting_id"), updates
-        )
+        connection.execute(sa.text("UPDATE postings SET chain_hash = :chain_hash WHERE id = :posting_id"), updates)
         connection.execute(
             sa.text("UPDATE accounts SET chain_head = :chain_head WHERE id = :account_id"),
             [{"account_id": key, "chain_head": value} for key, value in heads.items()],
