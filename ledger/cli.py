@@ -171,7 +171,12 @@ app.add_typer(keys_app, name="keys")
 
 @contextmanager
 def _service_container() -> Iterator[Container]:
-    settings = load_settings()
+    with _service_container_for(load_settings()) as container:
+        yield container
+
+
+@contextmanager
+def _service_container_for(settings: LedgerSettings) -> Iterator[Container]:
     with database_available(settings) as usable:
         if settings.credential_source is CredentialSource.EMBEDDED:
             _migrate(usable)
@@ -227,6 +232,48 @@ def revoke_key(
             structlog.get_logger("ledger.cli").error("api_key_not_found", key_id=key_id)
             raise typer.Exit(EXIT_BAD_SETTINGS) from None
     structlog.get_logger("ledger.cli").info("api_key_revoked", key_id=key.id, actor=key.revoked_by)
+
+
+@app.command()
+def verify(
+    ledger_id: Annotated[
+        uuid.UUID | None, typer.Option("--ledger", help="only this ledger [default: every ledger]")
+    ] = None,
+    use_checkpoint: Annotated[
+        bool, typer.Option("--checkpoint/--no-checkpoint", help="check against the latest signed checkpoint")
+    ] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the reports as JSON on standard output (logs go to standard error)")
+    ] = False,
+) -> None:
+    """Recompute every posting chain and balance counter from the postings, check every entry balances and,
+    where a signed checkpoint exists, that history still matches it. Exit 3 on any mismatch."""
+    import sys
+
+    from ledger.ledger_integrity_commands import verify_ledgers
+
+    settings = load_settings()
+    if as_json:
+        configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
+    with _service_container_for(settings) as container:
+        code = verify_ledgers(container, settings, ledger_id=ledger_id, use_checkpoint=use_checkpoint, as_json=as_json)
+    raise typer.Exit(code)
+
+
+@app.command()
+def checkpoint(
+    ledger_id: Annotated[
+        uuid.UUID | None, typer.Option("--ledger", help="only this ledger [default: every ledger]")
+    ] = None,
+) -> None:
+    """Sign every account's chain head with the checkpoint key (held outside the database) and write the
+    checkpoint to LEDGER_CHECKPOINT_DIR, for `ledger verify` to check history against."""
+    from ledger.ledger_integrity_commands import write_checkpoints
+
+    settings = load_settings()
+    with _service_container_for(settings) as container:
+        code = write_checkpoints(container, settings, ledger_id=ledger_id)
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from dependency_injector import containers, providers
 from sqlalchemy.engine import Engine
 
 from ledger.domain.api_keys import ApiKeyService
+from ledger.domain.ledger_verification import LedgerVerificationService
 from ledger.domain.ledgers import AccountService, LedgerService, utc_now
 from ledger.domain.transactions import RetryPolicy, TransactionRunner
 from ledger.domain.transfer_service import TransferService
@@ -112,6 +113,7 @@ class Container(containers.DeclarativeContainer):
     trust_service = providers.Factory(
         TrustService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
     )
+    ledger_verification_service = providers.Factory(LedgerVerificationService, runner=transaction_runner)
     api_key_service = providers.ThreadSafeSingleton(
         ApiKeyService,
         runner=transaction_runner,

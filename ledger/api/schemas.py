@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from ledger.domain.ledger_verification import VerificationReport
 from ledger.domain.model import (
     MAX_CODE_LENGTH,
     MAX_NAME_LENGTH,
@@ -420,3 +421,40 @@ class StatementPage(BaseModel):
     account_id: uuid.UUID
     items: list[StatementLineOut]
     next_cursor: str | None
+
+
+class VerificationFindingOut(BaseModel):
+    kind: str = Field(description="what does not hold, e.g. chain_hash_mismatch, counter_mismatch, unbalanced_entry")
+    detail: str
+    account_id: uuid.UUID | None
+    account_code: str | None
+    transfer_id: uuid.UUID | None = Field(description="the entry where the problem shows")
+    account_version: int | None
+
+
+class VerificationReportOut(BaseModel):
+    ledger_id: uuid.UUID
+    ok: bool
+    accounts_checked: int
+    postings_checked: int
+    findings: list[VerificationFindingOut]
+
+    @classmethod
+    def of(cls, report: VerificationReport) -> VerificationReportOut:
+        return cls(
+            ledger_id=report.ledger_id,
+            ok=report.ok,
+            accounts_checked=report.accounts_checked,
+            postings_checked=report.postings_checked,
+            findings=[
+                VerificationFindingOut(
+                    kind=finding.kind.value,
+                    detail=finding.detail,
+                    account_id=finding.account_id,
+                    account_code=finding.account_code,
+                    transfer_id=finding.transfer_id,
+                    account_version=finding.account_version,
+                )
+                for finding in report.findings
+            ],
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from types import TracebackType
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol, Self
 
 from ledger.domain.idempotency import IdempotencyRecord
 from ledger.domain.model import Account, AccountKind, Ledger
-from ledger.domain.transfers import StatementLine, Transfer
+from ledger.domain.transfers import Posting, StatementLine, Transfer
 
 if TYPE_CHECKING:
     from ledger.domain.api_keys import ApiKey
@@ -29,6 +29,14 @@ class LedgerRepository(abc.ABC):
     @abc.abstractmethod
     def list(self, tenant_id: uuid.UUID, *, after: uuid.UUID | None, limit: int) -> Sequence[Ledger]:
         """Ledgers of one tenant in ascending id order, starting after the ``after`` cursor."""
+
+    @abc.abstractmethod
+    def list_all(self, tenant_id: uuid.UUID | None, *, after: uuid.UUID | None, limit: int) -> Sequence[Ledger]:
+        """Like ``list``, or across every tenant when ``tenant_id`` is None (operators' commands only)."""
+
+    @abc.abstractmethod
+    def find_any_tenant(self, ledger_id: uuid.UUID) -> Ledger | None:
+        """A ledger by id whatever its tenant (operators' commands only; the API is always tenant-scoped)."""
 
 
 class AccountRepository(abc.ABC):
@@ -84,6 +92,18 @@ class TransferRepository(abc.ABC):
         known_at: datetime | None,
     ) -> tuple[int, int]:
         """(debits, credits) of the postings effective on or before a date and recorded no later than a moment."""
+
+    @abc.abstractmethod
+    def count_postings(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> int: ...
+
+    @abc.abstractmethod
+    def postings_in_chain_order(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Iterator[tuple[Transfer, Posting]]:
+        """Every posting of the ledger with its entry's header (``Transfer.postings`` left empty), by account id
+        then account version: streamed, never loaded at once."""
+
+    @abc.abstractmethod
+    def unbalanced_transfers(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Sequence[tuple[uuid.UUID, int]]:
+        """(transfer id, debits - credits) of every entry of the ledger whose postings do not sum to zero."""
 
 
 class IdempotencyRepository(abc.ABC):
@@ -146,7 +166,8 @@ class UnitOfWork(abc.ABC):
 
 
 class UnitOfWorkFactory(Protocol):
-    def __call__(self) -> UnitOfWork: ...
+    def __call__(self, *, snapshot: bool = False) -> UnitOfWork:
+        """``snapshot=True``: a read-only unit of work that sees one consistent state of the store throughout."""
 
 
 @dataclass(frozen=True, slots=True)

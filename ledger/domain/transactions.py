@@ -65,6 +65,12 @@ class TransactionRunner:
         with self._uow_factory() as uow:
             return work(uow)
 
+    def read_snapshot(self, work: Callable[[UnitOfWork], Result]) -> Result:
+        """Runs a read-only use case that must see one consistent state from start to end (a verification, an
+        export), whatever is committed meanwhile."""
+        with self._uow_factory(snapshot=True) as uow:
+            return work(uow)
+
     def run_idempotently(
         self, request: IdempotentRequest[Result], work: Callable[[UnitOfWork], Result]
     ) -> RecordedResponse:

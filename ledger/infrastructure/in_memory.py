@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Generic, Self, TypeVar
@@ -26,7 +27,7 @@ from ledger.domain.ports import (
     TransferRepository,
     UnitOfWork,
 )
-from ledger.domain.transfers import LedgerRuleViolation, Side, StatementLine, Transfer
+from ledger.domain.transfers import LedgerRuleViolation, Posting, Side, StatementLine, Transfer
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -114,6 +115,15 @@ class InMemoryLedgerRepository(LedgerRepository):
             if ledger.tenant_id == tenant_id and (after is None or ledger.id > after)
         ]
         return sorted(chosen, key=lambda ledger: ledger.id)[:limit]
+
+    def list_all(self, tenant_id: uuid.UUID | None, *, after: uuid.UUID | None, limit: int) -> Sequence[Ledger]:
+        if tenant_id is not None:
+            return self.list(tenant_id, after=after, limit=limit)
+        chosen = [ledger for ledger in self._table.values() if after is None or ledger.id > after]
+        return sorted(chosen, key=lambda ledger: ledger.id)[:limit]
+
+    def find_any_tenant(self, ledger_id: uuid.UUID) -> Ledger | None:
+        return self._table.get(ledger_id)
 
 
 class InMemoryAccountRepository(AccountRepository):
@@ -234,6 +244,33 @@ class InMemoryTransferRepository(TransferRepository):
                 credits += line.amount
         return debits, credits
 
+    def count_postings(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> int:
+        return sum(len(transfer.postings) for transfer in self._ledger_transfers(tenant_id, ledger_id))
+
+    def postings_in_chain_order(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Iterator[tuple[Transfer, Posting]]:
+        pairs = [
+            (replace(transfer, postings=()), posting)
+            for transfer in self._ledger_transfers(tenant_id, ledger_id)
+            for posting in transfer.postings
+        ]
+        pairs.sort(key=lambda pair: (pair[1].account_id, pair[1].account_version))
+        return iter(pairs)
+
+    def unbalanced_transfers(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Sequence[tuple[uuid.UUID, int]]:
+        found = []
+        for transfer in self._ledger_transfers(tenant_id, ledger_id):
+            difference = sum(p.amount if p.side is Side.DEBIT else -p.amount for p in transfer.postings)
+            if difference:
+                found.append((transfer.id, difference))
+        return sorted(found)
+
+    def _ledger_transfers(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> list[Transfer]:
+        return [
+            transfer
+            for transfer in self._transfers.values()
+            if transfer.tenant_id == tenant_id and transfer.ledger_id == ledger_id
+        ]
+
     def _lines(self, tenant_id: uuid.UUID, account_id: uuid.UUID) -> list[StatementLine]:
         lines = self._statements.items(account_id)
         if lines and self.get(tenant_id, lines[0].transfer_id) is None:
@@ -279,7 +316,11 @@ class InMemoryApiKeyRepository(ApiKeyRepository):
 
 
 class InMemoryUnitOfWork(UnitOfWork):
-    def __init__(self, store: InMemoryStore, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self, store: InMemoryStore, clock: Callable[[], datetime] | None = None, *, snapshot: bool = False
+    ) -> None:
+        # Every in-memory unit of work holds the store's lock throughout, so each one already reads one snapshot.
+        del snapshot
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
         self._staged: list[_StagedTable[object, object] | _StagedLists[object, object]] | None = None

@@ -67,6 +67,13 @@ class LedgerSettings(BaseSettings):
     rate_limit_burst: int = Field(default=400, ge=1)
     api_key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
 
+    # Signed checkpoints of the posting chains (`ledger checkpoint`, `ledger verify`). The key never enters the
+    # database: a file (hex, 32+ bytes) or a Secrets Manager secret (same region and endpoint as above). With
+    # neither, the embedded default keeps a generated key file in its data directory.
+    checkpoint_key_file: Path | None = None
+    checkpoint_key_secret_id: str | None = None
+    checkpoint_dir: Path | None = None
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
@@ -100,6 +107,10 @@ class LedgerSettings(BaseSettings):
         if self.database_url is not None:
             return CredentialSource.DATABASE_URL
         return CredentialSource.EMBEDDED
+
+    @property
+    def checkpoint_directory(self) -> Path:
+        return self.checkpoint_dir if self.checkpoint_dir is not None else self.data_dir / "checkpoints"
 
     @property
     def hide_sql_parameters(self) -> bool:

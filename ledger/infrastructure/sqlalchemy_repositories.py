@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -24,6 +24,8 @@ from ledger.domain.ports import (
     TransferRepository,
 )
 from ledger.domain.transfers import LedgerRuleViolation, Posting, Side, StatementLine, Transfer, TransferKind
+
+_STREAM_BATCH_ROWS = 2_000
 
 
 class SqlAlchemyLedgerRepository(LedgerRepository):
@@ -57,6 +59,19 @@ class SqlAlchemyLedgerRepository(LedgerRepository):
             query = query.where(self._table.c.id > after)
         rows = self._session.execute(query.order_by(self._table.c.id).limit(limit))
         return [_ledger_from_row(row._mapping) for row in rows]
+
+    def list_all(self, tenant_id: uuid.UUID | None, *, after: uuid.UUID | None, limit: int) -> Sequence[Ledger]:
+        if tenant_id is not None:
+            return self.list(tenant_id, after=after, limit=limit)
+        query = sa.select(self._table)
+        if after is not None:
+            query = query.where(self._table.c.id > after)
+        rows = self._session.execute(query.order_by(self._table.c.id).limit(limit))
+        return [_ledger_from_row(row._mapping) for row in rows]
+
+    def find_any_tenant(self, ledger_id: uuid.UUID) -> Ledger | None:
+        row = self._session.execute(sa.select(self._table).where(self._table.c.id == ledger_id)).one_or_none()
+        return None if row is None else _ledger_from_row(row._mapping)
 
 
 class SqlAlchemyAccountRepository(AccountRepository):
@@ -209,17 +224,8 @@ class SqlAlchemyTransferRepository(TransferRepository):
         postings = self._session.execute(
             sa.select(self._postings).where(self._postings.c.transfer_id == transfer_id).order_by(self._postings.c.id)
         )
-        return Transfer(
-            id=row.id,
-            tenant_id=row.tenant_id,
-            ledger_id=row.ledger_id,
-            kind=TransferKind(row.kind),
-            description=row.description,
-            metadata=row.metadata,
-            effective_date=row.effective_date,
-            recorded_at=row.recorded_at,
-            actor=row.actor,
-            reverses_transfer_id=row.reverses_transfer_id,
+        return _transfer_from_row(
+            row._mapping,
             postings=tuple(
                 Posting(
                     account_id=posting.account_id,
@@ -300,6 +306,58 @@ class SqlAlchemyTransferRepository(TransferRepository):
             query = query.where(postings.c.recorded_at <= known_at)
         debits, credits = self._session.execute(query).one()
         return int(debits), int(credits)
+
+    def count_postings(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> int:
+        postings = self._postings
+        count: int = self._session.execute(
+            sa.select(sa.func.count()).where(postings.c.tenant_id == tenant_id, postings.c.ledger_id == ledger_id)
+        ).scalar_one()
+        return count
+
+    def postings_in_chain_order(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Iterator[tuple[Transfer, Posting]]:
+        postings, transfers = self._postings, self._transfers
+        query = (
+            sa.select(
+                postings.c.account_id,
+                postings.c.side,
+                postings.c.amount,
+                postings.c.account_version,
+                postings.c.balance_after,
+                postings.c.chain_hash,
+                transfers,
+            )
+            .join(transfers, transfers.c.id == postings.c.transfer_id)
+            .where(postings.c.tenant_id == tenant_id, postings.c.ledger_id == ledger_id)
+            .order_by(postings.c.account_id, postings.c.account_version)
+        )
+        # A server-side cursor, fetched in batches: memory stays flat however long the ledger's history is.
+        for row in self._session.execute(query, execution_options={"yield_per": _STREAM_BATCH_ROWS}):
+            mapping = row._mapping
+            transfer = _transfer_from_row(mapping, postings=())
+            yield (
+                transfer,
+                Posting(
+                    account_id=mapping["account_id"],
+                    side=Side(mapping["side"]),
+                    amount=mapping["amount"],
+                    account_version=mapping["account_version"],
+                    balance_after=mapping["balance_after"],
+                    chain_hash=bytes(mapping["chain_hash"]),
+                ),
+            )
+
+    def unbalanced_transfers(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Sequence[tuple[uuid.UUID, int]]:
+        postings = self._postings
+        signed = sa.case((postings.c.side == "debit", postings.c.amount), else_=-postings.c.amount)
+        difference = sa.func.sum(signed)
+        rows = self._session.execute(
+            sa.select(postings.c.transfer_id, difference)
+            .where(postings.c.tenant_id == tenant_id, postings.c.ledger_id == ledger_id)
+            .group_by(postings.c.transfer_id)
+            .having(difference != 0)
+            .order_by(postings.c.transfer_id)
+        )
+        return [(row[0], int(row[1])) for row in rows]
 
 
 class SqlAlchemyIdempotencyRepository(IdempotencyRepository):
@@ -411,6 +469,22 @@ def _transfer_row(transfer: Transfer) -> dict[str, Any]:
         "actor": transfer.actor,
         "reverses_transfer_id": transfer.reverses_transfer_id,
     }
+
+
+def _transfer_from_row(row: Any, *, postings: tuple[Posting, ...]) -> Transfer:
+    return Transfer(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        ledger_id=row["ledger_id"],
+        kind=TransferKind(row["kind"]),
+        description=row["description"],
+        metadata=row["metadata"],
+        effective_date=row["effective_date"],
+        recorded_at=row["recorded_at"],
+        actor=row["actor"],
+        reverses_transfer_id=row["reverses_transfer_id"],
+        postings=postings,
+    )
 
 
 def _ledger_from_row(row: Any) -> Ledger:

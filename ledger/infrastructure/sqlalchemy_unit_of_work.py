@@ -51,16 +51,24 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         session_factory: sessionmaker[Session],
         tables: sa.MetaData,
         transaction_settings: TransactionSettings,
+        *,
+        snapshot: bool = False,
     ) -> None:
         self._session_factory = session_factory
         self._tables = tables
         self._transaction_settings = transaction_settings
+        self._snapshot = snapshot
         self._session: Session | None = None
 
     def __enter__(self) -> Self:
         session = self._session_factory()
         try:
             with translate_database_errors():
+                if self._snapshot:
+                    # Before the first query: the whole transaction then reads one snapshot.
+                    session.connection(
+                        execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+                    )
                 session.execute(_TRANSACTION_SETTINGS_SQL, self._transaction_settings.parameters)
         except BaseException:
             session.close()
