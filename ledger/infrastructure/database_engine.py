@@ -36,10 +36,12 @@ class CredentialedConnector:
             "application_name": settings.application_name,
             "connect_timeout": DEFAULT_CONNECT_TIMEOUT_SECONDS,
         }
+        # The operator's TLS settings win over the secret document's: production's verified-TLS rule holds for them.
+        self._tls_parameters: dict[str, Any] = {}
         if settings.sslmode is not None:
-            self._base_parameters["sslmode"] = settings.sslmode
+            self._tls_parameters["sslmode"] = settings.sslmode
         if settings.sslrootcert is not None:
-            self._base_parameters["sslrootcert"] = str(settings.sslrootcert)
+            self._tls_parameters["sslrootcert"] = str(settings.sslrootcert)
         self._log = structlog.get_logger(__name__)
         self._counter_lock = threading.Lock()
         self.connections_opened = 0
@@ -109,7 +111,12 @@ class CredentialedConnector:
         self, dialect: Dialect, cargs: list[Any], cparams: dict[str, Any], credentials: DatabaseCredentials
     ) -> Any:
         # A new dict each time: SQLAlchemy reuses cparams for the next connection.
-        parameters = {**cparams, **self._base_parameters, **credentials.connect_parameters()}
+        parameters = {
+            **cparams,
+            **self._base_parameters,
+            **credentials.connect_parameters(),
+            **self._tls_parameters,
+        }
         return dialect.connect(*cargs, **parameters)
 
 
