@@ -42,6 +42,12 @@ def translated_error(error: BaseException) -> DomainError | None:
     return None
 
 
+def connection_lost(error: BaseException) -> bool:
+    """The connection died under this error (SQLAlchemy has invalidated it): PostgreSQL has ended its transaction,
+    rolling back whatever was not committed."""
+    return isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated
+
+
 @contextmanager
 def translate_database_errors() -> Iterator[None]:
     try:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.domain.ports import UnitOfWork
-from ledger.infrastructure.database_errors import translate_database_errors, translated_error
+from ledger.infrastructure.database_errors import connection_lost, translate_database_errors, translated_error
 from ledger.infrastructure.settings import LedgerSettings
 from ledger.infrastructure.sqlalchemy_repositories import (
     SqlAlchemyAccountRepository,
@@ -91,10 +91,14 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self._session = None
         try:
             session.rollback()
-        except Exception:
-            if exc is None:
-                raise
-            # The connection may be gone; the error that brought us here is the one to report.
+        except Exception as error:
+            # With an error on the way out, that error is the one to report. Without one, a connection that died
+            # after the work was done (a read's) has nothing left to roll back: the work stands.
+            if exc is None and not connection_lost(error):
+                translated = translated_error(error)
+                if translated is None:
+                    raise
+                raise translated from None
         finally:
             session.close()
         if exc is not None:
