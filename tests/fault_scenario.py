@@ -291,8 +291,9 @@ def free_port() -> int:
 class ServedLedger:
     """``python -m ledger`` subprocesses (this checkout's code) on the run's secret file."""
 
-    def __init__(self, secret_file: Path, directory: Path, plan: FaultPlan) -> None:
+    def __init__(self, secret_file: Path, directory: Path, plan: FaultPlan, owner_secret_file: Path) -> None:
         self._secret_file = secret_file
+        self._owner_secret_file = owner_secret_file
         self.log_path = directory / "serve.log"
         self._plan = plan
         self._process: subprocess.Popen[bytes] | None = None
@@ -323,10 +324,14 @@ class ServedLedger:
         return env
 
     def run_command(self, *arguments: str) -> str:
-        """Runs ``python -m ledger ARGUMENTS`` to completion; returns its standard output."""
+        """Runs ``python -m ledger ARGUMENTS`` to completion; returns its standard output. ``migrate`` runs as the
+        schema owner (its own secret file); everything else, like the server, as the service role."""
+        environment = self.environment()
+        if arguments[:1] == ("migrate",):
+            environment["LEDGER_OWNER_SECRET_FILE"] = str(self._owner_secret_file)
         done = subprocess.run(
             [sys.executable, "-m", "ledger", *arguments],
-            env=self.environment(),
+            env=environment,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -562,8 +567,9 @@ class FaultRun:
         try:
             info = postgres.start()
             self._on_secret(json.loads(info.secret_file.read_text(encoding="utf-8"))["password"])
+            self._on_secret(json.loads(info.owner_secret_file.read_text(encoding="utf-8"))["password"])
             self._progress(f"PostgreSQL {info.server_version} started in {directory}")
-            served = ServedLedger(info.secret_file, directory, self._plan)
+            served = ServedLedger(info.secret_file, directory, self._plan, info.owner_secret_file)
             served.run_command("migrate")
             token = served.create_admin_key()
             self._on_secret(token)
