@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from ledger.domain.api_keys import ApiKeyService
 from ledger.domain.ledger_verification import LedgerVerificationService
 from ledger.domain.ledgers import AccountService, LedgerService, utc_now
+from ledger.domain.pending_transfer_service import PendingTransferService
 from ledger.domain.transactions import RetryPolicy, TransactionRunner
 from ledger.domain.transfer_service import TransferService
 from ledger.domain.trust_operations import TrustService
@@ -114,6 +115,9 @@ class Container(containers.DeclarativeContainer):
         TrustService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
     )
     ledger_verification_service = providers.Factory(LedgerVerificationService, runner=transaction_runner)
+    pending_transfer_service = providers.Factory(
+        PendingTransferService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
+    )
     api_key_service = providers.ThreadSafeSingleton(
         ApiKeyService,
         runner=transaction_runner,

@@ -16,6 +16,7 @@ from ledger.domain.transfers import Posting, StatementLine, Transfer
 
 if TYPE_CHECKING:
     from ledger.domain.api_keys import ApiKey
+    from ledger.domain.pending_transfers import ClearanceHold, HoldOutcome, PendingOutcome, PendingTransfer
 
 
 class LedgerRepository(abc.ABC):
@@ -106,6 +107,46 @@ class TransferRepository(abc.ABC):
         """(transfer id, debits - credits) of every entry of the ledger whose postings do not sum to zero."""
 
 
+class PendingTransferRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, pending: PendingTransfer) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, tenant_id: uuid.UUID, pending_id: uuid.UUID) -> PendingTransfer | None:
+        """With its outcome, if it has one."""
+
+    @abc.abstractmethod
+    def add_outcome(self, outcome: PendingOutcome) -> None:
+        """Raises ``LedgerRuleViolation`` (``pending_transfer_resolved``) when the transfer already has one."""
+
+    @abc.abstractmethod
+    def due_to_expire(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, now: datetime, *, limit: int
+    ) -> Sequence[PendingTransfer]:
+        """Open pending transfers of the ledger whose expiry has passed, oldest expiry first."""
+
+    @abc.abstractmethod
+    def open_amounts(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> dict[uuid.UUID, tuple[int, int]]:
+        """(pending debits, pending credits) per account from the open pending transfers: what the account
+        counters must say."""
+
+
+class ClearanceHoldRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, hold: ClearanceHold) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, tenant_id: uuid.UUID, deposit_transfer_id: uuid.UUID) -> ClearanceHold | None: ...
+
+    @abc.abstractmethod
+    def add_outcome(self, outcome: HoldOutcome) -> None:
+        """Raises ``LedgerRuleViolation`` when the hold already has one."""
+
+    @abc.abstractmethod
+    def open_amounts(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> dict[uuid.UUID, int]:
+        """Uncleared amount per client account from the open holds."""
+
+
 class IdempotencyRepository(abc.ABC):
     @abc.abstractmethod
     def try_claim(self, tenant_id: uuid.UUID, key: str) -> bool:
@@ -142,6 +183,8 @@ class UnitOfWork(abc.ABC):
     transfers: TransferRepository
     idempotency: IdempotencyRepository
     api_keys: ApiKeyRepository
+    pending_transfers: PendingTransferRepository
+    clearance_holds: ClearanceHoldRepository
 
     def __enter__(self) -> Self:
         return self

@@ -11,6 +11,7 @@ from datetime import date, datetime
 from ledger.domain.errors import InvalidRequest, NotFound
 from ledger.domain.ledgers import Command, Page, check_page_size, require_ledger
 from ledger.domain.model import Account, Ledger, NormalSide
+from ledger.domain.pending_transfers import HoldOutcome, HoldOutcomeKind, lift_hold
 from ledger.domain.ports import UnitOfWork
 from ledger.domain.transactions import TransactionRunner
 from ledger.domain.transfers import (
@@ -19,6 +20,7 @@ from ledger.domain.transfers import (
     StatementLine,
     Transfer,
     TransferDraft,
+    TransferKind,
     apply_transfer,
     reversal_of,
     sorted_account_ids,
@@ -115,7 +117,16 @@ class TransferService:
             locked = uow.accounts.lock(tenant_id, sorted_account_ids([draft]))
             if uow.transfers.reversal_of(tenant_id, transfer_id) is not None:
                 raise LedgerRuleViolation("the transfer has already been reversed", code="transfer_already_reversed")
-            return post_in_unit_of_work(uow, ledger, draft, transfer_id=reversal_id, actor=actor, locked=locked)
+            hold = uow.clearance_holds.get(tenant_id, transfer_id) if original.kind is TransferKind.DEPOSIT else None
+            if hold is not None and hold.outcome is None:
+                # Reversing an uncleared deposit takes the hold away with it.
+                locked[hold.client_account_id] = lift_hold(locked[hold.client_account_id], hold)
+            reversal = post_in_unit_of_work(uow, ledger, draft, transfer_id=reversal_id, actor=actor, locked=locked)
+            if hold is not None and hold.outcome is None:
+                uow.clearance_holds.add_outcome(
+                    HoldOutcome(original.id, HoldOutcomeKind.REVERSED, reversal.recorded_at, actor, reversal.id)
+                )
+            return reversal
 
         return reverse_transfer
 

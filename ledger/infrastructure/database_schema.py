@@ -50,6 +50,7 @@ def build_metadata() -> sa.MetaData:
         sa.Column("status", sa.Text, nullable=False, server_default="open"),
         sa.Column("prevent_overdraft", sa.Boolean, nullable=False, server_default=sa.true()),
         sa.Column("chain_head", BYTEA, nullable=True),
+        sa.Column("uncleared_credits", sa.BigInteger, nullable=False, server_default="0"),
         sa.UniqueConstraint("ledger_id", "code", name="uq_accounts_ledger_id_code"),
         sa.CheckConstraint(
             "kind IN ('bank','client','firm_funds','asset','liability','equity','income','expense')",
@@ -115,5 +116,52 @@ def build_metadata() -> sa.MetaData:
         sa.Column("created_by", sa.Text, nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("revoked_by", sa.Text, nullable=True),
+    )
+    sa.Table(
+        "pending_transfers",
+        metadata,
+        sa.Column("id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("ledger_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("debit_account_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("credit_account_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("amount", sa.BigInteger, nullable=False),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("metadata", JSONB, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.Text, nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    sa.Table(
+        "pending_outcomes",
+        metadata,
+        sa.Column("pending_transfer_id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("amount_posted", sa.BigInteger, nullable=False),
+        sa.Column("transfer_id", UUID(as_uuid=True), nullable=True),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.Text, nullable=False),
+    )
+    sa.Table(
+        "clearance_holds",
+        metadata,
+        sa.Column("deposit_transfer_id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("ledger_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("client_account_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("amount", sa.BigInteger, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    sa.Table(
+        "clearance_outcomes",
+        metadata,
+        sa.Column("deposit_transfer_id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.Text, nullable=False),
+        sa.Column("transfer_id", UUID(as_uuid=True), nullable=True),
     )
     return metadata

@@ -12,17 +12,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Generic, Protocol, Self, TypeVar
 
 from ledger.domain.api_keys import ApiKey
 from ledger.domain.errors import Conflict
 from ledger.domain.idempotency import IdempotencyRecord
 from ledger.domain.model import Account, AccountKind, Ledger
+from ledger.domain.pending_transfers import ClearanceHold, HoldOutcome, PendingOutcome, PendingTransfer
 from ledger.domain.ports import (
     AccountRepository,
     ApiKeyRepository,
+    ClearanceHoldRepository,
     IdempotencyRepository,
     LedgerRepository,
+    PendingTransferRepository,
     StoreStatus,
     TransferRepository,
     UnitOfWork,
@@ -45,6 +48,16 @@ class InMemoryStore:
         self.statements: dict[uuid.UUID, list[StatementLine]] = {}
         self.idempotency: dict[tuple[uuid.UUID, str], IdempotencyRecord] = {}
         self.api_keys: dict[str, ApiKey] = {}
+        self.pending_transfers: dict[uuid.UUID, PendingTransfer] = {}
+        self.pending_outcomes: dict[uuid.UUID, PendingOutcome] = {}
+        self.clearance_holds: dict[uuid.UUID, ClearanceHold] = {}
+        self.hold_outcomes: dict[uuid.UUID, HoldOutcome] = {}
+
+
+class _Staged(Protocol):
+    def apply(self) -> None: ...
+
+    def discard(self) -> None: ...
 
 
 class _StagedTable(Generic[K, V]):
@@ -278,6 +291,91 @@ class InMemoryTransferRepository(TransferRepository):
         return lines
 
 
+class InMemoryPendingTransferRepository(PendingTransferRepository):
+    def __init__(
+        self,
+        pending: _StagedTable[uuid.UUID, PendingTransfer],
+        outcomes: _StagedTable[uuid.UUID, PendingOutcome],
+    ) -> None:
+        self._pending = pending
+        self._outcomes = outcomes
+
+    def add(self, pending: PendingTransfer) -> None:
+        if self._pending.get(pending.id) is not None:
+            raise Conflict("pending transfer id already exists", code="pending_transfer_exists")
+        self._pending.put(pending.id, replace(pending, outcome=None))
+
+    def get(self, tenant_id: uuid.UUID, pending_id: uuid.UUID) -> PendingTransfer | None:
+        pending = self._pending.get(pending_id)
+        if pending is None or pending.tenant_id != tenant_id:
+            return None
+        return replace(pending, outcome=self._outcomes.get(pending_id))
+
+    def add_outcome(self, outcome: PendingOutcome) -> None:
+        if self._outcomes.get(outcome.pending_transfer_id) is not None:
+            raise LedgerRuleViolation("the pending transfer is already resolved", code="pending_transfer_resolved")
+        self._outcomes.put(outcome.pending_transfer_id, outcome)
+
+    def due_to_expire(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, now: datetime, *, limit: int
+    ) -> Sequence[PendingTransfer]:
+        due = [
+            pending
+            for pending in self._ledger_pending(tenant_id, ledger_id)
+            if pending.outcome is None and pending.expires_at is not None and pending.expires_at <= now
+        ]
+        return sorted(due, key=lambda pending: (pending.expires_at, pending.id))[:limit]
+
+    def open_amounts(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> dict[uuid.UUID, tuple[int, int]]:
+        amounts: dict[uuid.UUID, tuple[int, int]] = {}
+        for pending in self._ledger_pending(tenant_id, ledger_id):
+            if pending.outcome is not None:
+                continue
+            debits, credits = amounts.get(pending.debit_account_id, (0, 0))
+            amounts[pending.debit_account_id] = (debits + pending.amount, credits)
+            debits, credits = amounts.get(pending.credit_account_id, (0, 0))
+            amounts[pending.credit_account_id] = (debits, credits + pending.amount)
+        return amounts
+
+    def _ledger_pending(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> list[PendingTransfer]:
+        return [
+            replace(pending, outcome=self._outcomes.get(pending.id))
+            for pending in self._pending.values()
+            if pending.tenant_id == tenant_id and pending.ledger_id == ledger_id
+        ]
+
+
+class InMemoryClearanceHoldRepository(ClearanceHoldRepository):
+    def __init__(
+        self, holds: _StagedTable[uuid.UUID, ClearanceHold], outcomes: _StagedTable[uuid.UUID, HoldOutcome]
+    ) -> None:
+        self._holds = holds
+        self._outcomes = outcomes
+
+    def add(self, hold: ClearanceHold) -> None:
+        self._holds.put(hold.deposit_transfer_id, replace(hold, outcome=None))
+
+    def get(self, tenant_id: uuid.UUID, deposit_transfer_id: uuid.UUID) -> ClearanceHold | None:
+        hold = self._holds.get(deposit_transfer_id)
+        if hold is None or hold.tenant_id != tenant_id:
+            return None
+        return replace(hold, outcome=self._outcomes.get(deposit_transfer_id))
+
+    def add_outcome(self, outcome: HoldOutcome) -> None:
+        if self._outcomes.get(outcome.deposit_transfer_id) is not None:
+            raise LedgerRuleViolation("the deposit's hold is already resolved", code="deposit_hold_resolved")
+        self._outcomes.put(outcome.deposit_transfer_id, outcome)
+
+    def open_amounts(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> dict[uuid.UUID, int]:
+        amounts: dict[uuid.UUID, int] = {}
+        for hold in self._holds.values():
+            if hold.tenant_id != tenant_id or hold.ledger_id != ledger_id:
+                continue
+            if self._outcomes.get(hold.deposit_transfer_id) is None:
+                amounts[hold.client_account_id] = amounts.get(hold.client_account_id, 0) + hold.amount
+        return amounts
+
+
 class InMemoryIdempotencyRepository(IdempotencyRepository):
     def __init__(self, table: _StagedTable[tuple[uuid.UUID, str], IdempotencyRecord]) -> None:
         self._table = table
@@ -323,7 +421,7 @@ class InMemoryUnitOfWork(UnitOfWork):
         del snapshot
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._staged: list[_StagedTable[object, object] | _StagedLists[object, object]] | None = None
+        self._staged: list[_Staged] | None = None
         self.committed = False
 
     def __enter__(self) -> Self:
@@ -335,12 +433,30 @@ class InMemoryUnitOfWork(UnitOfWork):
         statements = _StagedLists(self._store.statements)
         idempotency = _StagedTable(self._store.idempotency)
         api_keys = _StagedTable(self._store.api_keys)
-        self._staged = [ledgers, accounts, transfers, reversals, statements, idempotency, api_keys]  # type: ignore[list-item]
+        pending = _StagedTable(self._store.pending_transfers)
+        pending_outcomes = _StagedTable(self._store.pending_outcomes)
+        holds = _StagedTable(self._store.clearance_holds)
+        hold_outcomes = _StagedTable(self._store.hold_outcomes)
+        self._staged = [
+            ledgers,
+            accounts,
+            transfers,
+            reversals,
+            statements,
+            idempotency,
+            api_keys,
+            pending,
+            pending_outcomes,
+            holds,
+            hold_outcomes,
+        ]
         self.ledgers = InMemoryLedgerRepository(ledgers)
         self.accounts = InMemoryAccountRepository(accounts)
         self.transfers = InMemoryTransferRepository(transfers, reversals, statements)
         self.idempotency = InMemoryIdempotencyRepository(idempotency)
         self.api_keys = InMemoryApiKeyRepository(api_keys)
+        self.pending_transfers = InMemoryPendingTransferRepository(pending, pending_outcomes)
+        self.clearance_holds = InMemoryClearanceHoldRepository(holds, hold_outcomes)
         return self
 
     def __exit__(
@@ -367,7 +483,7 @@ class InMemoryUnitOfWork(UnitOfWork):
     def now(self) -> datetime:
         return self._clock()
 
-    def _require_staged(self) -> list[_StagedTable[object, object] | _StagedLists[object, object]]:
+    def _require_staged(self) -> list[_Staged]:
         if self._staged is None:
             raise RuntimeError("the unit of work is used outside its `with` block")
         return self._staged

@@ -16,11 +16,21 @@ from ledger.domain.errors import Conflict
 from ledger.domain.idempotency import IdempotencyRecord, RecordedResponse
 from ledger.domain.model import Account, AccountKind, AccountStatus, Ledger, LedgerKind, NormalSide
 from ledger.domain.money import Currency
+from ledger.domain.pending_transfers import (
+    ClearanceHold,
+    HoldOutcome,
+    HoldOutcomeKind,
+    PendingOutcome,
+    PendingOutcomeKind,
+    PendingTransfer,
+)
 from ledger.domain.ports import (
     AccountRepository,
     ApiKeyRepository,
+    ClearanceHoldRepository,
     IdempotencyRepository,
     LedgerRepository,
+    PendingTransferRepository,
     TransferRepository,
 )
 from ledger.domain.transfers import LedgerRuleViolation, Posting, Side, StatementLine, Transfer, TransferKind
@@ -99,6 +109,7 @@ class SqlAlchemyAccountRepository(AccountRepository):
                 status=account.status.value,
                 prevent_overdraft=account.prevent_overdraft,
                 chain_head=account.chain_head,
+                uncleared_credits=account.uncleared_credits,
             )
             .on_conflict_do_nothing(constraint="uq_accounts_ledger_id_code")
             .returning(self._table.c.id)
@@ -145,6 +156,7 @@ class SqlAlchemyAccountRepository(AccountRepository):
                 version=sa.bindparam("new_version"),
                 status=sa.bindparam("new_status"),
                 chain_head=sa.bindparam("new_chain_head"),
+                uncleared_credits=sa.bindparam("new_uncleared_credits"),
             ),
             [
                 {
@@ -156,6 +168,7 @@ class SqlAlchemyAccountRepository(AccountRepository):
                     "new_version": account.version,
                     "new_status": account.status.value,
                     "new_chain_head": account.chain_head,
+                    "new_uncleared_credits": account.uncleared_credits,
                 }
                 for account in accounts
             ],
@@ -360,6 +373,193 @@ class SqlAlchemyTransferRepository(TransferRepository):
         return [(row[0], int(row[1])) for row in rows]
 
 
+class SqlAlchemyPendingTransferRepository(PendingTransferRepository):
+    def __init__(self, session: Session, tables: sa.MetaData) -> None:
+        self._session = session
+        self._pending = tables.tables["pending_transfers"]
+        self._outcomes = tables.tables["pending_outcomes"]
+
+    def add(self, pending: PendingTransfer) -> None:
+        self._session.execute(
+            self._pending.insert().values(
+                id=pending.id,
+                tenant_id=pending.tenant_id,
+                ledger_id=pending.ledger_id,
+                kind=pending.kind.value,
+                debit_account_id=pending.debit_account_id,
+                credit_account_id=pending.credit_account_id,
+                amount=pending.amount,
+                description=pending.description,
+                metadata=dict(pending.metadata),
+                created_at=pending.created_at,
+                actor=pending.actor,
+                expires_at=pending.expires_at,
+            )
+        )
+
+    def _with_outcomes(self) -> sa.Select[Any]:
+        pending, outcomes = self._pending, self._outcomes
+        return sa.select(
+            pending,
+            outcomes.c.kind.label("outcome_kind"),
+            outcomes.c.amount_posted,
+            outcomes.c.transfer_id,
+            outcomes.c.recorded_at,
+            outcomes.c.actor.label("outcome_actor"),
+        ).outerjoin(outcomes, outcomes.c.pending_transfer_id == pending.c.id)
+
+    def get(self, tenant_id: uuid.UUID, pending_id: uuid.UUID) -> PendingTransfer | None:
+        row = self._session.execute(
+            self._with_outcomes().where(self._pending.c.tenant_id == tenant_id, self._pending.c.id == pending_id)
+        ).one_or_none()
+        return None if row is None else _pending_from_row(row._mapping)
+
+    def add_outcome(self, outcome: PendingOutcome) -> None:
+        inserted = self._session.execute(
+            pg_insert(self._outcomes)
+            .values(
+                pending_transfer_id=outcome.pending_transfer_id,
+                tenant_id=self._session.execute(
+                    sa.select(self._pending.c.tenant_id).where(self._pending.c.id == outcome.pending_transfer_id)
+                ).scalar_one(),
+                kind=outcome.kind.value,
+                amount_posted=outcome.amount_posted,
+                transfer_id=outcome.transfer_id,
+                recorded_at=outcome.recorded_at,
+                actor=outcome.actor,
+            )
+            .on_conflict_do_nothing(index_elements=["pending_transfer_id"])
+            .returning(self._outcomes.c.pending_transfer_id)
+        ).one_or_none()
+        if inserted is None:
+            raise LedgerRuleViolation("the pending transfer is already resolved", code="pending_transfer_resolved")
+
+    def due_to_expire(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, now: datetime, *, limit: int
+    ) -> Sequence[PendingTransfer]:
+        pending = self._pending
+        rows = self._session.execute(
+            self._with_outcomes()
+            .where(
+                pending.c.tenant_id == tenant_id,
+                pending.c.ledger_id == ledger_id,
+                pending.c.expires_at <= now,
+                self._outcomes.c.pending_transfer_id.is_(None),
+            )
+            .order_by(pending.c.expires_at, pending.c.id)
+            .limit(limit)
+        )
+        return [_pending_from_row(row._mapping) for row in rows]
+
+    def open_amounts(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> dict[uuid.UUID, tuple[int, int]]:
+        pending, outcomes = self._pending, self._outcomes
+        open_pending = (
+            sa.select(pending.c.debit_account_id, pending.c.credit_account_id, pending.c.amount)
+            .outerjoin(outcomes, outcomes.c.pending_transfer_id == pending.c.id)
+            .where(
+                pending.c.tenant_id == tenant_id,
+                pending.c.ledger_id == ledger_id,
+                outcomes.c.pending_transfer_id.is_(None),
+            )
+        )
+        amounts: dict[uuid.UUID, tuple[int, int]] = {}
+        for debit_account, credit_account, amount in self._session.execute(open_pending):
+            debits, credits = amounts.get(debit_account, (0, 0))
+            amounts[debit_account] = (debits + amount, credits)
+            debits, credits = amounts.get(credit_account, (0, 0))
+            amounts[credit_account] = (debits, credits + amount)
+        return amounts
+
+
+class SqlAlchemyClearanceHoldRepository(ClearanceHoldRepository):
+    def __init__(self, session: Session, tables: sa.MetaData) -> None:
+        self._session = session
+        self._holds = tables.tables["clearance_holds"]
+        self._outcomes = tables.tables["clearance_outcomes"]
+
+    def add(self, hold: ClearanceHold) -> None:
+        self._session.execute(
+            self._holds.insert().values(
+                deposit_transfer_id=hold.deposit_transfer_id,
+                tenant_id=hold.tenant_id,
+                ledger_id=hold.ledger_id,
+                client_account_id=hold.client_account_id,
+                amount=hold.amount,
+                created_at=hold.created_at,
+            )
+        )
+
+    def get(self, tenant_id: uuid.UUID, deposit_transfer_id: uuid.UUID) -> ClearanceHold | None:
+        holds, outcomes = self._holds, self._outcomes
+        row = self._session.execute(
+            sa.select(
+                holds,
+                outcomes.c.kind.label("outcome_kind"),
+                outcomes.c.recorded_at,
+                outcomes.c.actor,
+                outcomes.c.transfer_id,
+            )
+            .outerjoin(outcomes, outcomes.c.deposit_transfer_id == holds.c.deposit_transfer_id)
+            .where(holds.c.tenant_id == tenant_id, holds.c.deposit_transfer_id == deposit_transfer_id)
+        ).one_or_none()
+        if row is None:
+            return None
+        mapping = row._mapping
+        outcome = None
+        if mapping["outcome_kind"] is not None:
+            outcome = HoldOutcome(
+                deposit_transfer_id=deposit_transfer_id,
+                kind=HoldOutcomeKind(mapping["outcome_kind"]),
+                recorded_at=mapping["recorded_at"],
+                actor=mapping["actor"],
+                transfer_id=mapping["transfer_id"],
+            )
+        return ClearanceHold(
+            deposit_transfer_id=deposit_transfer_id,
+            tenant_id=mapping["tenant_id"],
+            ledger_id=mapping["ledger_id"],
+            client_account_id=mapping["client_account_id"],
+            amount=mapping["amount"],
+            created_at=mapping["created_at"],
+            outcome=outcome,
+        )
+
+    def add_outcome(self, outcome: HoldOutcome) -> None:
+        inserted = self._session.execute(
+            pg_insert(self._outcomes)
+            .values(
+                deposit_transfer_id=outcome.deposit_transfer_id,
+                tenant_id=self._session.execute(
+                    sa.select(self._holds.c.tenant_id).where(
+                        self._holds.c.deposit_transfer_id == outcome.deposit_transfer_id
+                    )
+                ).scalar_one(),
+                kind=outcome.kind.value,
+                recorded_at=outcome.recorded_at,
+                actor=outcome.actor,
+                transfer_id=outcome.transfer_id,
+            )
+            .on_conflict_do_nothing(index_elements=["deposit_transfer_id"])
+            .returning(self._outcomes.c.deposit_transfer_id)
+        ).one_or_none()
+        if inserted is None:
+            raise LedgerRuleViolation("the deposit's hold is already resolved", code="deposit_hold_resolved")
+
+    def open_amounts(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> dict[uuid.UUID, int]:
+        holds, outcomes = self._holds, self._outcomes
+        rows = self._session.execute(
+            sa.select(holds.c.client_account_id, sa.func.sum(holds.c.amount))
+            .outerjoin(outcomes, outcomes.c.deposit_transfer_id == holds.c.deposit_transfer_id)
+            .where(
+                holds.c.tenant_id == tenant_id,
+                holds.c.ledger_id == ledger_id,
+                outcomes.c.deposit_transfer_id.is_(None),
+            )
+            .group_by(holds.c.client_account_id)
+        )
+        return {account_id: int(total) for account_id, total in rows}
+
+
 class SqlAlchemyIdempotencyRepository(IdempotencyRepository):
     def __init__(self, session: Session, tables: sa.MetaData) -> None:
         self._session = session
@@ -487,6 +687,34 @@ def _transfer_from_row(row: Any, *, postings: tuple[Posting, ...]) -> Transfer:
     )
 
 
+def _pending_from_row(row: Any) -> PendingTransfer:
+    outcome = None
+    if row["outcome_kind"] is not None:
+        outcome = PendingOutcome(
+            pending_transfer_id=row["id"],
+            kind=PendingOutcomeKind(row["outcome_kind"]),
+            amount_posted=row["amount_posted"],
+            transfer_id=row["transfer_id"],
+            recorded_at=row["recorded_at"],
+            actor=row["outcome_actor"],
+        )
+    return PendingTransfer(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        ledger_id=row["ledger_id"],
+        kind=TransferKind(row["kind"]),
+        debit_account_id=row["debit_account_id"],
+        credit_account_id=row["credit_account_id"],
+        amount=row["amount"],
+        description=row["description"],
+        metadata=row["metadata"],
+        created_at=row["created_at"],
+        actor=row["actor"],
+        expires_at=row["expires_at"],
+        outcome=outcome,
+    )
+
+
 def _ledger_from_row(row: Any) -> Ledger:
     return Ledger(
         id=row["id"],
@@ -517,4 +745,5 @@ def _account_from_row(row: Any) -> Account:
         status=AccountStatus(row["status"]),
         prevent_overdraft=row["prevent_overdraft"],
         chain_head=None if row["chain_head"] is None else bytes(row["chain_head"]),
+        uncleared_credits=row["uncleared_credits"],
     )

@@ -15,8 +15,10 @@ from ledger.infrastructure.settings import LedgerSettings
 from ledger.infrastructure.sqlalchemy_repositories import (
     SqlAlchemyAccountRepository,
     SqlAlchemyApiKeyRepository,
+    SqlAlchemyClearanceHoldRepository,
     SqlAlchemyIdempotencyRepository,
     SqlAlchemyLedgerRepository,
+    SqlAlchemyPendingTransferRepository,
     SqlAlchemyTransferRepository,
 )
 
@@ -79,6 +81,8 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self.transfers = SqlAlchemyTransferRepository(session, self._tables)
         self.idempotency = SqlAlchemyIdempotencyRepository(session, self._tables)
         self.api_keys = SqlAlchemyApiKeyRepository(session, self._tables)
+        self.pending_transfers = SqlAlchemyPendingTransferRepository(session, self._tables)
+        self.clearance_holds = SqlAlchemyClearanceHoldRepository(session, self._tables)
         return self
 
     def __exit__(
