@@ -232,6 +232,7 @@ OPERATIONS: dict[tuple[str, str], Callable[[World], Call]] = {
     ("POST", "/v1/ledgers/{ledger_id}/bank-charges"): lambda w: Call(
         {"ledger_id": w.ledger_id}, {"bank_account_id": w.bank_id, "amount": 50}
     ),
+    ("GET", "/v1/ledgers/{ledger_id}/verification"): lambda w: Call({"ledger_id": w.ledger_id}),
 }
 
 SUCCESS_STATUS = {
