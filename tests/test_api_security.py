@@ -107,6 +107,10 @@ class World:
     firm_id: str
     deposit_id: str
     reversible_id: str
+    pending_to_post_id: str
+    pending_to_void_id: str
+    uncleared_deposit_id: str
+    returnable_deposit_id: str
 
     @classmethod
     def phantom(cls) -> World:
@@ -143,6 +147,12 @@ def build_world(client: TestClient, token: str) -> World:
     deposits = f"/v1/ledgers/{ledger_id}/deposits"
     deposit_id = post(client, deposits, {"client_account_id": client1_id, "amount": FUNDED}, token)["id"]
     reversible_id = post(client, deposits, {"client_account_id": client2_id, "amount": 5_00}, token)["id"]
+    uncleared_id = post(client, deposits, {"client_account_id": client2_id, "amount": 3_00, "cleared": False}, token)
+    returnable_id = post(client, deposits, {"client_account_id": client2_id, "amount": 2_00}, token)["id"]
+    pending = f"/v1/ledgers/{ledger_id}/pending-transfers"
+    reservation = {"debit_account_id": client1_id, "credit_account_id": client2_id, "amount": 1_00}
+    pending_to_post_id = post(client, pending, reservation, token)["id"]
+    pending_to_void_id = post(client, pending, reservation, token)["id"]
     return World(
         ledger_id=str(ledger_id),
         bank_id=bank_id,
@@ -152,6 +162,10 @@ def build_world(client: TestClient, token: str) -> World:
         firm_id=firm_id,
         deposit_id=str(deposit_id),
         reversible_id=str(reversible_id),
+        pending_to_post_id=str(pending_to_post_id),
+        pending_to_void_id=str(pending_to_void_id),
+        uncleared_deposit_id=str(uncleared_id["id"]),
+        returnable_deposit_id=str(returnable_id),
     )
 
 
@@ -233,10 +247,27 @@ OPERATIONS: dict[tuple[str, str], Callable[[World], Call]] = {
         {"ledger_id": w.ledger_id}, {"bank_account_id": w.bank_id, "amount": 50}
     ),
     ("GET", "/v1/ledgers/{ledger_id}/verification"): lambda w: Call({"ledger_id": w.ledger_id}),
+    ("POST", "/v1/ledgers/{ledger_id}/pending-transfers"): lambda w: Call(
+        {"ledger_id": w.ledger_id}, {"debit_account_id": w.client1_id, "credit_account_id": w.client2_id, "amount": 1}
+    ),
+    ("GET", "/v1/pending-transfers/{pending_id}"): lambda w: Call({"pending_id": w.pending_to_post_id}),
+    ("POST", "/v1/pending-transfers/{pending_id}/post"): lambda w: Call(
+        {"pending_id": w.pending_to_post_id}, {"amount": 50}
+    ),
+    ("POST", "/v1/pending-transfers/{pending_id}/void"): lambda w: Call({"pending_id": w.pending_to_void_id}, {}),
+    ("POST", "/v1/ledgers/{ledger_id}/pending-transfers/expiry"): lambda w: Call({"ledger_id": w.ledger_id}),
+    ("POST", "/v1/deposits/{transfer_id}/clearance"): lambda w: Call({"transfer_id": w.uncleared_deposit_id}, {}),
+    ("POST", "/v1/deposits/{transfer_id}/return"): lambda w: Call(
+        {"transfer_id": w.returnable_deposit_id}, {"description": "bounced cheque"}
+    ),
 }
 
 SUCCESS_STATUS = {
     ("POST", "/v1/accounts/{account_id}/close"): 200,
+    ("POST", "/v1/pending-transfers/{pending_id}/post"): 200,
+    ("POST", "/v1/pending-transfers/{pending_id}/void"): 200,
+    ("POST", "/v1/ledgers/{ledger_id}/pending-transfers/expiry"): 200,
+    ("POST", "/v1/deposits/{transfer_id}/clearance"): 200,
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from ledger.domain.model import (
     NormalSide,
 )
 from ledger.domain.money import MAX_AMOUNT_MINOR_UNITS
+from ledger.domain.pending_transfers import MAX_PENDING_SECONDS, ClearanceHold, PendingTransfer
 from ledger.domain.transfer_service import PointInTimeBalance
 from ledger.domain.transfers import (
     MAX_DESCRIPTION_LENGTH,
@@ -97,8 +99,12 @@ class Balances(BaseModel):
     posted_credits: int
     pending_debits: int
     pending_credits: int
+    uncleared: int = Field(description="deposits booked but not yet cleared by the bank, minor units")
     posted: int = Field(description="balance in the account's normal direction, minor units")
-    available: int = Field(description="posted balance less pending debits against it, minor units")
+    available: int = Field(
+        description="posted balance less pending debits against it and uncleared deposits, minor units"
+    )
+    shortfall: int = Field(description="how far the posted balance is below zero (a trust shortfall), minor units")
 
 
 class AccountOut(BaseModel):
@@ -128,8 +134,10 @@ class AccountOut(BaseModel):
                 posted_credits=account.posted_credits,
                 pending_debits=account.pending_debits,
                 pending_credits=account.pending_credits,
+                uncleared=account.uncleared_credits,
                 posted=account.posted_balance,
                 available=account.available_balance,
+                shortfall=account.shortfall,
             ),
             status=account.status,
             prevent_overdraft=account.prevent_overdraft,
@@ -307,7 +315,7 @@ class TrustOperationBase(BaseModel):
         )
 
 
-class ClientDeposit(TrustOperationBase):
+class ClientMovement(TrustOperationBase):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -330,12 +338,143 @@ class ClientDeposit(TrustOperationBase):
         return self._operation(kind, ledger_id, client=self.client_account_id, bank=self.bank_account_id)
 
 
-class ClientDisbursement(ClientDeposit):
+class ClientDeposit(ClientMovement):
+    cleared: bool = Field(
+        default=True,
+        strict=True,
+        description="false for funds the bank has not cleared yet (a cheque): booked at once, but not in the "
+        "client's available funds until POST /v1/deposits/{id}/clearance",
+    )
+
+    def to_operation(self, kind: TrustOperationKind, ledger_id: uuid.UUID) -> TrustOperation:
+        return replace(super().to_operation(kind, ledger_id), cleared=self.cleared)
+
+
+class ClientDisbursement(ClientMovement):
     pass
 
 
-class EarnedFee(ClientDeposit):
+class EarnedFee(ClientMovement):
     pass
+
+
+class DepositReturn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: Description
+
+
+class ClearanceOut(BaseModel):
+    deposit_transfer_id: uuid.UUID
+    client_account_id: uuid.UUID
+    amount: int
+    state: str = Field(description="uncleared, cleared, returned or reversed")
+    resolved_at: datetime | None
+    resolved_by: str | None
+
+    @classmethod
+    def of(cls, hold: ClearanceHold) -> ClearanceOut:
+        return cls(
+            deposit_transfer_id=hold.deposit_transfer_id,
+            client_account_id=hold.client_account_id,
+            amount=hold.amount,
+            state="uncleared" if hold.outcome is None else hold.outcome.kind.value,
+            resolved_at=None if hold.outcome is None else hold.outcome.recorded_at,
+            resolved_by=None if hold.outcome is None else hold.outcome.actor,
+        )
+
+
+class PendingTransferCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "debit_account_id": "3c7d2f4a-1b2c-4d5e-8f90-a1b2c3d4e5f6",
+                    "credit_account_id": "7a1b2c3d-4e5f-4a6b-9c8d-0e1f2a3b4c5d",
+                    "amount": 120000,
+                    "description": "escrow for closing",
+                    "timeout_seconds": 86400,
+                }
+            ]
+        },
+    )
+
+    debit_account_id: uuid.UUID
+    credit_account_id: uuid.UUID
+    amount: Amount
+    description: Description
+    metadata: Metadata
+    timeout_seconds: int | None = Field(
+        default=None,
+        strict=True,
+        ge=1,
+        le=MAX_PENDING_SECONDS,
+        description="after this many seconds it can no longer be posted, and the expiry sweep releases it",
+    )
+
+
+class PendingPost(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Amount | None = Field(default=None, description="post this much (default: all of it); the rest is released")
+
+
+class PendingVoid(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PendingOutcomeOut(BaseModel):
+    kind: str
+    amount_posted: int
+    transfer_id: uuid.UUID | None
+    recorded_at: datetime
+    actor: str
+
+
+class PendingTransferOut(BaseModel):
+    id: uuid.UUID
+    ledger_id: uuid.UUID
+    debit_account_id: uuid.UUID
+    credit_account_id: uuid.UUID
+    amount: int
+    description: str
+    metadata: dict[str, Any]
+    state: str = Field(description="pending, posted, voided or expired")
+    created_at: datetime
+    expires_at: datetime | None
+    actor: str
+    outcome: PendingOutcomeOut | None
+
+    @classmethod
+    def of(cls, pending: PendingTransfer) -> PendingTransferOut:
+        outcome = pending.outcome
+        return cls(
+            id=pending.id,
+            ledger_id=pending.ledger_id,
+            debit_account_id=pending.debit_account_id,
+            credit_account_id=pending.credit_account_id,
+            amount=pending.amount,
+            description=pending.description,
+            metadata=dict(pending.metadata),
+            state=pending.state.value,
+            created_at=pending.created_at,
+            expires_at=pending.expires_at,
+            actor=pending.actor,
+            outcome=None
+            if outcome is None
+            else PendingOutcomeOut(
+                kind=outcome.kind.value,
+                amount_posted=outcome.amount_posted,
+                transfer_id=outcome.transfer_id,
+                recorded_at=outcome.recorded_at,
+                actor=outcome.actor,
+            ),
+        )
+
+
+class ExpiryOut(BaseModel):
+    expired: int = Field(description="pending transfers whose time was up and were released now")
 
 
 class ClientTransfer(TrustOperationBase):
