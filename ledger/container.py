@@ -17,6 +17,7 @@ from ledger.domain.pending_transfer_service import PendingTransferService
 from ledger.domain.transactions import RetryPolicy, TransactionRunner
 from ledger.domain.transfer_service import TransferService
 from ledger.domain.trust_operations import TrustService
+from ledger.domain.trust_reports import TrustReportService
 from ledger.infrastructure.database_engine import CredentialedConnector, create_database_engine
 from ledger.infrastructure.database_health import DatabaseStoreHealth
 from ledger.infrastructure.database_schema import build_metadata
@@ -115,6 +116,7 @@ class Container(containers.DeclarativeContainer):
         TrustService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
     )
     ledger_verification_service = providers.Factory(LedgerVerificationService, runner=transaction_runner)
+    trust_report_service = providers.Factory(TrustReportService, runner=transaction_runner)
     pending_transfer_service = providers.Factory(
         PendingTransferService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
     )

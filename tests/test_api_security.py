@@ -260,6 +260,18 @@ OPERATIONS: dict[tuple[str, str], Callable[[World], Call]] = {
     ("POST", "/v1/deposits/{transfer_id}/return"): lambda w: Call(
         {"transfer_id": w.returnable_deposit_id}, {"description": "bounced cheque"}
     ),
+    ("GET", "/v1/ledgers/{ledger_id}/reports/trust-listing"): lambda w: Call(
+        {"ledger_id": w.ledger_id}, query={"as_of": "2999-12-31"}
+    ),
+    ("GET", "/v1/ledgers/{ledger_id}/reports/journal"): lambda w: Call(
+        {"ledger_id": w.ledger_id}, query={"start": "2000-01-01", "end": "2999-12-31"}
+    ),
+    ("GET", "/v1/ledgers/{ledger_id}/reports/trial-balance"): lambda w: Call(
+        {"ledger_id": w.ledger_id}, query={"as_of": "2999-12-31"}
+    ),
+    ("GET", "/v1/accounts/{account_id}/reports/client-ledger"): lambda w: Call(
+        {"account_id": w.client1_id}, query={"start": "2000-01-01", "end": "2999-12-31"}
+    ),
 }
 
 SUCCESS_STATUS = {

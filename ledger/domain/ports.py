@@ -98,6 +98,26 @@ class TransferRepository(abc.ABC):
     def count_postings(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> int: ...
 
     @abc.abstractmethod
+    def ledger_totals_as_of(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, as_of: date
+    ) -> dict[uuid.UUID, tuple[int, int]]:
+        """(debits, credits) per account of the ledger from the postings effective on or before ``as_of``; accounts
+        without such postings are absent."""
+
+    @abc.abstractmethod
+    def account_lines(
+        self, tenant_id: uuid.UUID, account_id: uuid.UUID, *, effective_to: date
+    ) -> Sequence[StatementLine]:
+        """Every posting of the account effective on or before ``effective_to``, by effective date, then in the
+        order they were recorded."""
+
+    @abc.abstractmethod
+    def counterpart_accounts(
+        self, tenant_id: uuid.UUID, transfer_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        """The accounts each transfer posts to."""
+
+    @abc.abstractmethod
     def postings_in_chain_order(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Iterator[tuple[Transfer, Posting]]:
         """Every posting of the ledger with its entry's header (``Transfer.postings`` left empty), by account id
         then account version: streamed, never loaded at once."""

@@ -257,6 +257,38 @@ class InMemoryTransferRepository(TransferRepository):
                 credits += line.amount
         return debits, credits
 
+    def ledger_totals_as_of(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, as_of: date
+    ) -> dict[uuid.UUID, tuple[int, int]]:
+        totals: dict[uuid.UUID, tuple[int, int]] = {}
+        for transfer in self._ledger_transfers(tenant_id, ledger_id):
+            if transfer.effective_date > as_of:
+                continue
+            for posting in transfer.postings:
+                debits, credits = totals.get(posting.account_id, (0, 0))
+                if posting.side is Side.DEBIT:
+                    debits += posting.amount
+                else:
+                    credits += posting.amount
+                totals[posting.account_id] = (debits, credits)
+        return totals
+
+    def account_lines(
+        self, tenant_id: uuid.UUID, account_id: uuid.UUID, *, effective_to: date
+    ) -> Sequence[StatementLine]:
+        lines = [line for line in self._lines(tenant_id, account_id) if line.effective_date <= effective_to]
+        return sorted(lines, key=lambda line: (line.effective_date, line.account_version))
+
+    def counterpart_accounts(
+        self, tenant_id: uuid.UUID, transfer_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        found: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for transfer_id in transfer_ids:
+            transfer = self.get(tenant_id, transfer_id)
+            if transfer is not None:
+                found[transfer_id] = [posting.account_id for posting in transfer.postings]
+        return found
+
     def count_postings(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> int:
         return sum(len(transfer.postings) for transfer in self._ledger_transfers(tenant_id, ledger_id))
 

@@ -320,6 +320,80 @@ class SqlAlchemyTransferRepository(TransferRepository):
         debits, credits = self._session.execute(query).one()
         return int(debits), int(credits)
 
+    def ledger_totals_as_of(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, as_of: date
+    ) -> dict[uuid.UUID, tuple[int, int]]:
+        postings = self._postings
+        rows = self._session.execute(
+            sa.select(
+                postings.c.account_id,
+                sa.func.coalesce(sa.func.sum(postings.c.amount).filter(postings.c.side == "debit"), 0),
+                sa.func.coalesce(sa.func.sum(postings.c.amount).filter(postings.c.side == "credit"), 0),
+            )
+            .where(
+                postings.c.tenant_id == tenant_id,
+                postings.c.ledger_id == ledger_id,
+                postings.c.effective_date <= as_of,
+            )
+            .group_by(postings.c.account_id)
+        )
+        return {account_id: (int(debits), int(credits)) for account_id, debits, credits in rows}
+
+    def account_lines(
+        self, tenant_id: uuid.UUID, account_id: uuid.UUID, *, effective_to: date
+    ) -> Sequence[StatementLine]:
+        postings, transfers = self._postings, self._transfers
+        rows = self._session.execute(
+            sa.select(
+                postings.c.transfer_id,
+                transfers.c.kind,
+                transfers.c.description,
+                postings.c.side,
+                postings.c.amount,
+                postings.c.account_version,
+                postings.c.balance_after,
+                postings.c.effective_date,
+                postings.c.recorded_at,
+            )
+            .join(transfers, transfers.c.id == postings.c.transfer_id)
+            .where(
+                postings.c.tenant_id == tenant_id,
+                postings.c.account_id == account_id,
+                postings.c.effective_date <= effective_to,
+            )
+            .order_by(postings.c.effective_date, postings.c.account_version)
+        )
+        return [
+            StatementLine(
+                transfer_id=row.transfer_id,
+                kind=TransferKind(row.kind),
+                description=row.description,
+                side=Side(row.side),
+                amount=row.amount,
+                account_version=row.account_version,
+                balance_after=row.balance_after,
+                effective_date=row.effective_date,
+                recorded_at=row.recorded_at,
+            )
+            for row in rows
+        ]
+
+    def counterpart_accounts(
+        self, tenant_id: uuid.UUID, transfer_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        if not transfer_ids:
+            return {}
+        postings = self._postings
+        rows = self._session.execute(
+            sa.select(postings.c.transfer_id, postings.c.account_id)
+            .where(postings.c.tenant_id == tenant_id, postings.c.transfer_id.in_(list(transfer_ids)))
+            .order_by(postings.c.transfer_id, postings.c.id)
+        )
+        found: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for transfer_id, account_id in rows:
+            found.setdefault(transfer_id, []).append(account_id)
+        return found
+
     def count_postings(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> int:
         postings = self._postings
         count: int = self._session.execute(
