@@ -17,6 +17,7 @@ from ledger.domain.transfers import Posting, StatementLine, Transfer
 if TYPE_CHECKING:
     from ledger.domain.api_keys import ApiKey
     from ledger.domain.pending_transfers import ClearanceHold, HoldOutcome, PendingOutcome, PendingTransfer
+    from ledger.domain.reconciliation import ReconciliationSignOff
 
 
 class LedgerRepository(abc.ABC):
@@ -167,6 +168,26 @@ class ClearanceHoldRepository(abc.ABC):
         """Uncleared amount per client account from the open holds."""
 
 
+class PeriodLockRepository(abc.ABC):
+    @abc.abstractmethod
+    def locked_through(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> date | None:
+        """The newest signed-off reconciliation date of the ledger (entries effective on or before it are refused).
+        Holds the ledger's period lock in shared mode until the unit of work ends, so a sign-off cannot slip in
+        between this check and the write."""
+
+    @abc.abstractmethod
+    def lock_for_sign_off(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> None:
+        """Takes the ledger's period lock exclusively until the unit of work ends: waits for writes in flight."""
+
+    @abc.abstractmethod
+    def add_sign_off(self, sign_off: ReconciliationSignOff) -> None:
+        """Raises ``LedgerRuleViolation`` (``reconciliation_already_signed_off``) for a second one on one date."""
+
+    @abc.abstractmethod
+    def sign_offs(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Sequence[ReconciliationSignOff]:
+        """Oldest first."""
+
+
 class IdempotencyRepository(abc.ABC):
     @abc.abstractmethod
     def try_claim(self, tenant_id: uuid.UUID, key: str) -> bool:
@@ -205,6 +226,7 @@ class UnitOfWork(abc.ABC):
     api_keys: ApiKeyRepository
     pending_transfers: PendingTransferRepository
     clearance_holds: ClearanceHoldRepository
+    period_locks: PeriodLockRepository
 
     def __enter__(self) -> Self:
         return self

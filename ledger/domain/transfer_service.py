@@ -13,6 +13,7 @@ from ledger.domain.ledgers import Command, Page, check_page_size, require_ledger
 from ledger.domain.model import Account, Ledger, NormalSide
 from ledger.domain.pending_transfers import HoldOutcome, HoldOutcomeKind, lift_hold
 from ledger.domain.ports import UnitOfWork
+from ledger.domain.reconciliation import period_locked_refusal
 from ledger.domain.transactions import TransactionRunner
 from ledger.domain.transfers import (
     MAX_METADATA_BYTES,
@@ -68,6 +69,11 @@ def post_in_unit_of_work(
     effective_date = draft.effective_date or today
     if effective_date > today:
         raise InvalidRequest("the effective date is in the future", code="effective_date_in_future")
+    if effective_date < today:
+        # Only a back-dated entry can fall in a locked period: sign-offs are for days that have ended.
+        refusal = period_locked_refusal(effective_date, uow.period_locks.locked_through(ledger.tenant_id, ledger.id))
+        if refusal is not None:
+            raise LedgerRuleViolation(refusal, code="period_locked")
     transfer, updated = apply_transfer(
         ledger,
         accounts,

@@ -164,4 +164,15 @@ def build_metadata() -> sa.MetaData:
         sa.Column("actor", sa.Text, nullable=False),
         sa.Column("transfer_id", UUID(as_uuid=True), nullable=True),
     )
+    sa.Table(
+        "reconciliation_signoffs",
+        metadata,
+        sa.Column("id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("ledger_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("as_of", sa.Date, nullable=False),
+        sa.Column("report", JSONB, nullable=False),
+        sa.Column("signed_off_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("signed_off_by", sa.Text, nullable=False),
+    )
     return metadata

@@ -26,10 +26,12 @@ from ledger.domain.ports import (
     IdempotencyRepository,
     LedgerRepository,
     PendingTransferRepository,
+    PeriodLockRepository,
     StoreStatus,
     TransferRepository,
     UnitOfWork,
 )
+from ledger.domain.reconciliation import ReconciliationSignOff
 from ledger.domain.transfers import LedgerRuleViolation, Posting, Side, StatementLine, Transfer
 
 K = TypeVar("K")
@@ -52,6 +54,7 @@ class InMemoryStore:
         self.pending_outcomes: dict[uuid.UUID, PendingOutcome] = {}
         self.clearance_holds: dict[uuid.UUID, ClearanceHold] = {}
         self.hold_outcomes: dict[uuid.UUID, HoldOutcome] = {}
+        self.sign_offs: dict[uuid.UUID, ReconciliationSignOff] = {}
 
 
 class _Staged(Protocol):
@@ -408,6 +411,32 @@ class InMemoryClearanceHoldRepository(ClearanceHoldRepository):
         return amounts
 
 
+class InMemoryPeriodLockRepository(PeriodLockRepository):
+    def __init__(self, sign_offs: _StagedTable[uuid.UUID, ReconciliationSignOff]) -> None:
+        self._sign_offs = sign_offs
+
+    def locked_through(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> date | None:
+        # The unit of work holds the store's lock: no sign-off can interleave.
+        dates = [sign_off.as_of for sign_off in self.sign_offs(tenant_id, ledger_id)]
+        return max(dates) if dates else None
+
+    def lock_for_sign_off(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> None:
+        return None
+
+    def add_sign_off(self, sign_off: ReconciliationSignOff) -> None:
+        if any(existing.as_of == sign_off.as_of for existing in self.sign_offs(sign_off.tenant_id, sign_off.ledger_id)):
+            raise LedgerRuleViolation("this date is already signed off", code="reconciliation_already_signed_off")
+        self._sign_offs.put(sign_off.id, sign_off)
+
+    def sign_offs(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Sequence[ReconciliationSignOff]:
+        chosen = [
+            sign_off
+            for sign_off in self._sign_offs.values()
+            if sign_off.tenant_id == tenant_id and sign_off.ledger_id == ledger_id
+        ]
+        return sorted(chosen, key=lambda sign_off: sign_off.as_of)
+
+
 class InMemoryIdempotencyRepository(IdempotencyRepository):
     def __init__(self, table: _StagedTable[tuple[uuid.UUID, str], IdempotencyRecord]) -> None:
         self._table = table
@@ -469,6 +498,7 @@ class InMemoryUnitOfWork(UnitOfWork):
         pending_outcomes = _StagedTable(self._store.pending_outcomes)
         holds = _StagedTable(self._store.clearance_holds)
         hold_outcomes = _StagedTable(self._store.hold_outcomes)
+        sign_offs = _StagedTable(self._store.sign_offs)
         self._staged = [
             ledgers,
             accounts,
@@ -481,6 +511,7 @@ class InMemoryUnitOfWork(UnitOfWork):
             pending_outcomes,
             holds,
             hold_outcomes,
+            sign_offs,
         ]
         self.ledgers = InMemoryLedgerRepository(ledgers)
         self.accounts = InMemoryAccountRepository(accounts)
@@ -489,6 +520,7 @@ class InMemoryUnitOfWork(UnitOfWork):
         self.api_keys = InMemoryApiKeyRepository(api_keys)
         self.pending_transfers = InMemoryPendingTransferRepository(pending, pending_outcomes)
         self.clearance_holds = InMemoryClearanceHoldRepository(holds, hold_outcomes)
+        self.period_locks = InMemoryPeriodLockRepository(sign_offs)
         return self
 
     def __exit__(

@@ -31,8 +31,10 @@ from ledger.domain.ports import (
     IdempotencyRepository,
     LedgerRepository,
     PendingTransferRepository,
+    PeriodLockRepository,
     TransferRepository,
 )
+from ledger.domain.reconciliation import ReconciliationSignOff
 from ledger.domain.transfers import LedgerRuleViolation, Posting, Side, StatementLine, Transfer, TransferKind
 
 _STREAM_BATCH_ROWS = 2_000
@@ -632,6 +634,69 @@ class SqlAlchemyClearanceHoldRepository(ClearanceHoldRepository):
             .group_by(holds.c.client_account_id)
         )
         return {account_id: int(total) for account_id, total in rows}
+
+
+class SqlAlchemyPeriodLockRepository(PeriodLockRepository):
+    def __init__(self, session: Session, tables: sa.MetaData) -> None:
+        self._session = session
+        self._table = tables.tables["reconciliation_signoffs"]
+
+    def _take_period_lock(self, ledger_id: uuid.UUID, *, exclusive: bool) -> None:
+        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        self._session.execute(
+            sa.text(f"SELECT {function}(hashtextextended(:lock_name, 0))"), {"lock_name": f"period:{ledger_id}"}
+        )
+
+    def locked_through(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> date | None:
+        # Lock first, then read in a statement of its own: its snapshot then includes any sign-off that committed
+        # while this transaction waited for the lock.
+        self._take_period_lock(ledger_id, exclusive=False)
+        locked: date | None = self._session.execute(
+            sa.select(sa.func.max(self._table.c.as_of)).where(
+                self._table.c.tenant_id == tenant_id, self._table.c.ledger_id == ledger_id
+            )
+        ).scalar_one()
+        return locked
+
+    def lock_for_sign_off(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> None:
+        self._take_period_lock(ledger_id, exclusive=True)
+
+    def add_sign_off(self, sign_off: ReconciliationSignOff) -> None:
+        inserted = self._session.execute(
+            pg_insert(self._table)
+            .values(
+                id=sign_off.id,
+                tenant_id=sign_off.tenant_id,
+                ledger_id=sign_off.ledger_id,
+                as_of=sign_off.as_of,
+                report=dict(sign_off.report),
+                signed_off_at=sign_off.signed_off_at,
+                signed_off_by=sign_off.signed_off_by,
+            )
+            .on_conflict_do_nothing(constraint="uq_reconciliation_signoffs_ledger_id_as_of")
+            .returning(self._table.c.id)
+        ).one_or_none()
+        if inserted is None:
+            raise LedgerRuleViolation("this date is already signed off", code="reconciliation_already_signed_off")
+
+    def sign_offs(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Sequence[ReconciliationSignOff]:
+        rows = self._session.execute(
+            sa.select(self._table)
+            .where(self._table.c.tenant_id == tenant_id, self._table.c.ledger_id == ledger_id)
+            .order_by(self._table.c.as_of)
+        )
+        return [
+            ReconciliationSignOff(
+                id=row.id,
+                tenant_id=row.tenant_id,
+                ledger_id=row.ledger_id,
+                as_of=row.as_of,
+                report=row.report,
+                signed_off_at=row.signed_off_at,
+                signed_off_by=row.signed_off_by,
+            )
+            for row in rows
+        ]
 
 
 class SqlAlchemyIdempotencyRepository(IdempotencyRepository):

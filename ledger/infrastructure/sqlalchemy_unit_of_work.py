@@ -19,6 +19,7 @@ from ledger.infrastructure.sqlalchemy_repositories import (
     SqlAlchemyIdempotencyRepository,
     SqlAlchemyLedgerRepository,
     SqlAlchemyPendingTransferRepository,
+    SqlAlchemyPeriodLockRepository,
     SqlAlchemyTransferRepository,
 )
 
@@ -83,6 +84,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self.api_keys = SqlAlchemyApiKeyRepository(session, self._tables)
         self.pending_transfers = SqlAlchemyPendingTransferRepository(session, self._tables)
         self.clearance_holds = SqlAlchemyClearanceHoldRepository(session, self._tables)
+        self.period_locks = SqlAlchemyPeriodLockRepository(session, self._tables)
         return self
 
     def __exit__(
