@@ -14,6 +14,7 @@ from ledger.domain.api_keys import ApiKeyService
 from ledger.domain.ledger_verification import LedgerVerificationService
 from ledger.domain.ledgers import AccountService, LedgerService, utc_now
 from ledger.domain.pending_transfer_service import PendingTransferService
+from ledger.domain.reconciliation_service import ReconciliationService
 from ledger.domain.transactions import RetryPolicy, TransactionRunner
 from ledger.domain.transfer_service import TransferService
 from ledger.domain.trust_operations import TrustService
@@ -117,6 +118,7 @@ class Container(containers.DeclarativeContainer):
     )
     ledger_verification_service = providers.Factory(LedgerVerificationService, runner=transaction_runner)
     trust_report_service = providers.Factory(TrustReportService, runner=transaction_runner)
+    reconciliation_service = providers.Factory(ReconciliationService, runner=transaction_runner)
     pending_transfer_service = providers.Factory(
         PendingTransferService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
     )

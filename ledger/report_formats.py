@@ -12,7 +12,7 @@ from typing import Any
 
 import jinja2
 
-from ledger.domain.trust_reports import Cell, ColumnKind, Report
+from ledger.domain.trust_reports import Cell, ColumnKind, Report, report_document
 
 
 class ReportFormat(enum.StrEnum):
@@ -45,31 +45,7 @@ def _grouped(text: str) -> str:
 
 
 def report_as_json(report: Report) -> dict[str, Any]:
-    def cell(value: Cell) -> Any:
-        return value.isoformat() if isinstance(value, date) else value
-
-    return {
-        "kind": report.kind,
-        "title": report.title,
-        "ledger_id": str(report.ledger_id),
-        "ledger_name": report.ledger_name,
-        "currency": report.currency,
-        "currency_exponent": report.currency_exponent,
-        "period_start": None if report.period_start is None else report.period_start.isoformat(),
-        "period_end": report.period_end.isoformat(),
-        "generated_at": report.generated_at.isoformat(),
-        "figures": [{"label": figure.label, "amount": figure.amount} for figure in report.figures],
-        "tables": [
-            {
-                "title": table.title,
-                "columns": [{"name": column.name, "kind": column.kind.value} for column in table.columns],
-                "rows": [[cell(value) for value in row] for row in table.rows],
-                "totals": None if table.totals is None else [cell(value) for value in table.totals],
-            }
-            for table in report.tables
-        ],
-        "flags": list(report.flags),
-    }
+    return report_document(report)
 
 
 def _text(value: Cell, kind: ColumnKind, exponent: int, *, grouped: bool) -> str:

@@ -23,6 +23,7 @@ from ledger.domain.model import (
 )
 from ledger.domain.money import MAX_AMOUNT_MINOR_UNITS
 from ledger.domain.pending_transfers import MAX_PENDING_SECONDS, ClearanceHold, PendingTransfer
+from ledger.domain.reconciliation import ReconciliationSignOff
 from ledger.domain.transfer_service import PointInTimeBalance
 from ledger.domain.transfers import (
     MAX_DESCRIPTION_LENGTH,
@@ -596,4 +597,32 @@ class VerificationReportOut(BaseModel):
                 )
                 for finding in report.findings
             ],
+        )
+
+
+class SignOffCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"as_of": "2026-10-31"}]})
+
+    as_of: IsoDate = Field(description="the reconciliation date to sign off (a day that has ended)")
+
+
+class SignOffOut(BaseModel):
+    id: uuid.UUID
+    ledger_id: uuid.UUID
+    as_of: date
+    signed_off_at: datetime
+    signed_off_by: str
+    report: dict[str, Any] = Field(
+        description="the reconciliation as it stood when signed off (figures in minor units)"
+    )
+
+    @classmethod
+    def of(cls, sign_off: ReconciliationSignOff) -> SignOffOut:
+        return cls(
+            id=sign_off.id,
+            ledger_id=sign_off.ledger_id,
+            as_of=sign_off.as_of,
+            signed_off_at=sign_off.signed_off_at,
+            signed_off_by=sign_off.signed_off_by,
+            report=dict(sign_off.report),
         )

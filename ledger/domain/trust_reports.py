@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 from ledger.domain.errors import InvalidRequest, NotFound
 from ledger.domain.ledgers import require_ledger
@@ -91,13 +92,43 @@ def ledger_accounts(uow: UnitOfWork, tenant_id: uuid.UUID, ledger_id: uuid.UUID)
         after = page[-1].id
 
 
-def shortfall_flags(clients: Sequence[tuple[Account, int]]) -> tuple[str, ...]:
-    """One flag per client whose balance is below zero: money owed back into trust."""
+def shortfall_flags(clients: Iterable[tuple[str, str, int]]) -> tuple[str, ...]:
+    """One flag per client (code, name, balance) whose balance is below zero: money owed back into trust."""
     return tuple(
-        f"TRUST SHORTFALL: {account.code} ({account.name}) is overdrawn by {-balance} minor units"
-        for account, balance in clients
+        f"TRUST SHORTFALL: {code} ({name}) is overdrawn by {-balance} minor units"
+        for code, name, balance in clients
         if balance < 0
     )
+
+
+def report_document(report: Report) -> dict[str, Any]:
+    """The report as plain JSON values: money in minor units, dates as ISO 8601 text."""
+
+    def cell(value: Cell) -> Any:
+        return value.isoformat() if isinstance(value, date) else value
+
+    return {
+        "kind": report.kind,
+        "title": report.title,
+        "ledger_id": str(report.ledger_id),
+        "ledger_name": report.ledger_name,
+        "currency": report.currency,
+        "currency_exponent": report.currency_exponent,
+        "period_start": None if report.period_start is None else report.period_start.isoformat(),
+        "period_end": report.period_end.isoformat(),
+        "generated_at": report.generated_at.isoformat(),
+        "figures": [{"label": figure.label, "amount": figure.amount} for figure in report.figures],
+        "tables": [
+            {
+                "title": table.title,
+                "columns": [{"name": column.name, "kind": column.kind.value} for column in table.columns],
+                "rows": [[cell(value) for value in row] for row in table.rows],
+                "totals": None if table.totals is None else [cell(value) for value in table.totals],
+            }
+            for table in report.tables
+        ],
+        "flags": list(report.flags),
+    }
 
 
 class TrustReportService:
@@ -144,7 +175,7 @@ class TrustReportService:
                         ("", "Total", client_total, ""),
                     ),
                 ),
-                flags=shortfall_flags(clients),
+                flags=shortfall_flags((account.code, account.name, balance) for account, balance in clients),
             )
 
         return self._runner.read_snapshot(build)
@@ -206,7 +237,7 @@ class TrustReportService:
                         (None, "", "", "Totals", debits, credits, balance),
                     ),
                 ),
-                flags=shortfall_flags([(account, balance)]),
+                flags=shortfall_flags([(account.code, account.name, balance)]),
             )
 
         return self._runner.read_snapshot(build)
@@ -290,7 +321,7 @@ class TrustReportService:
             totals = uow.transfers.ledger_totals_as_of(tenant_id, ledger_id, as_of)
             rows: list[tuple[Cell, ...]] = []
             debit_total = credit_total = 0
-            clients: list[tuple[Account, int]] = []
+            clients: list[tuple[str, str, int]] = []
             for account in ledger_accounts(uow, tenant_id, ledger_id):
                 debits, credits = totals.get(account.id, (0, 0))
                 net = debits - credits
@@ -299,7 +330,8 @@ class TrustReportService:
                 credit_total += credit or 0
                 rows.append((account.code, account.name, account.kind.value, debit, credit))
                 if account.kind is AccountKind.CLIENT:
-                    clients.append((account, balance_in_normal_direction(account.normal_side, debits, credits)))
+                    balance = balance_in_normal_direction(account.normal_side, debits, credits)
+                    clients.append((account.code, account.name, balance))
             return _report(
                 ledger,
                 ReportKind.TRIAL_BALANCE,
