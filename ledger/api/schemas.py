@@ -363,6 +363,7 @@ class DepositReturn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: Description
+    effective_date: EffectiveDate
 
 
 class ClearanceOut(BaseModel):

@@ -145,7 +145,13 @@ class TrustService:
         return self._runner.run(self.clear_deposit_command(tenant_id, actor, deposit_transfer_id))
 
     def return_deposit_command(
-        self, tenant_id: uuid.UUID, actor: str, deposit_transfer_id: uuid.UUID, *, description: str = ""
+        self,
+        tenant_id: uuid.UUID,
+        actor: str,
+        deposit_transfer_id: uuid.UUID,
+        *,
+        description: str = "",
+        effective_date: date | None = None,
     ) -> Command[Transfer]:
         """The bank returned the deposit (a bounced cheque): booked even when it overdraws the client, who is then
         short in trust until cured; an uncleared hold on it ends."""
@@ -164,6 +170,7 @@ class TrustService:
                 reversal_of(deposit, description=description or f"returned deposit {deposit.id}"),
                 kind=TransferKind.RETURNED_DEPOSIT,
                 voluntary=False,
+                effective_date=effective_date,
             )
             locked = uow.accounts.lock(tenant_id, sorted_account_ids([draft]))
             if uow.transfers.reversal_of(tenant_id, deposit.id) is not None:
@@ -183,10 +190,18 @@ class TrustService:
         return return_deposit
 
     def return_deposit(
-        self, tenant_id: uuid.UUID, actor: str, deposit_transfer_id: uuid.UUID, *, description: str = ""
+        self,
+        tenant_id: uuid.UUID,
+        actor: str,
+        deposit_transfer_id: uuid.UUID,
+        *,
+        description: str = "",
+        effective_date: date | None = None,
     ) -> Transfer:
         return self._runner.run(
-            self.return_deposit_command(tenant_id, actor, deposit_transfer_id, description=description)
+            self.return_deposit_command(
+                tenant_id, actor, deposit_transfer_id, description=description, effective_date=effective_date
+            )
         )
 
 

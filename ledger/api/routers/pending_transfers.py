@@ -183,7 +183,11 @@ def return_deposit(
     runner: RunnerDependency,
 ) -> JSONResponse:
     command = trust.return_deposit_command(
-        principal.tenant_id, principal.actor, transfer_id, description=body.description
+        principal.tenant_id,
+        principal.actor,
+        transfer_id,
+        description=body.description,
+        effective_date=body.effective_date,
     )
     idempotent = idempotent_request(
         request, tenant_id=principal.tenant_id, key=key, payload=body, success_status=201, to_body=TransferOut.of
