@@ -22,8 +22,8 @@ from ledger.domain.api_keys import ApiKeyRole
 from ledger.domain.errors import StartupCheckFailed
 from ledger.domain.model import DEFAULT_TENANT_ID
 from ledger.domain.trust_reports import Report
+from ledger.infrastructure.database_privileges import LeastPrivilegeFailed, migrate_with_least_privilege
 from ledger.infrastructure.embedded_postgres import EmbeddedPostgres
-from ledger.infrastructure.schema_migrations import upgrade_to_head
 from ledger.infrastructure.settings import CredentialSource, LedgerSettings
 from ledger.infrastructure.structured_logging import configure_logging
 
@@ -70,19 +70,37 @@ def database_available(settings: LedgerSettings) -> Iterator[LedgerSettings]:
     try:
         info = embedded.start()
         # Server workers read their settings from the environment: point them at the embedded server's secret.
+        # The owner's secret (for migrating) stays in this process's settings, out of the workers' environment.
         os.environ["LEDGER_SECRET_FILE"] = str(info.secret_file)
-        yield settings.model_copy(update={"secret_file": info.secret_file})
+        yield settings.model_copy(update={"secret_file": info.secret_file, "owner_secret_file": info.owner_secret_file})
     finally:
         embedded.stop()
 
 
 def _migrate(settings: LedgerSettings) -> None:
+    """Migrate as the schema owner, then grant the service role its least privileges. Without owner credentials
+    (development only) the service's own role migrates, with a warning."""
+    log = structlog.get_logger("ledger.cli")
+    if settings.environment == "production" and settings.owner_credential_source is None:
+        log.error(
+            "owner_credentials_required",
+            hint="production migrates as the schema owner: set LEDGER_OWNER_AWS_SECRET_ID or LEDGER_OWNER_SECRET_FILE",
+        )
+        raise typer.Exit(EXIT_BAD_SETTINGS)
     container = build_container(settings)
     try:
-        before, after = upgrade_to_head(container.database_engine())
+        owner_engine = (
+            container.database_engine()
+            if settings.owner_credential_source is None
+            else container.owner_database_engine()
+        )
+        outcome = migrate_with_least_privilege(owner_engine, container.secret_provider().current().username)
+    except LeastPrivilegeFailed as error:
+        log.error("least_privilege_failed", reason=str(error))
+        raise typer.Exit(EXIT_CHECK_FAILED) from None
     finally:
         container.shutdown_resources()
-    structlog.get_logger("ledger.cli").info("schema_migrated", revision_before=before, revision_after=after)
+    log.info("schema_migrated", revision_before=outcome.revision_before, revision_after=outcome.revision_after)
 
 
 def _check(settings: LedgerSettings) -> None:
@@ -110,6 +128,9 @@ def serve(
             _migrate(usable)
         # The check runs here, before any worker starts: uvicorn exits 0 when a worker's start-up fails.
         _check(usable)
+        # Workers serve as the service role: they are not told where the owner's credentials are.
+        for name in [name for name in os.environ if name.startswith("LEDGER_OWNER_")]:
+            del os.environ[name]
         uvicorn.run(
             "ledger.container:create_app",
             factory=True,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
 import botocore.config
 from dependency_injector import containers, providers
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from ledger.domain.api_keys import ApiKeyService
@@ -46,9 +48,43 @@ class NoDatabaseConfigured(RuntimeError):
 
 
 def build_secret_provider(settings: LedgerSettings) -> SecretProvider:
-    source = settings.credential_source
+    """The service's credentials: what the serving process connects with."""
+    return _secret_provider(
+        settings,
+        settings.credential_source,
+        aws_secret_id=settings.aws_secret_id,
+        secret_file=settings.secret_file,
+        database_url=settings.database_url,
+    )
+
+
+def build_owner_secret_provider(settings: LedgerSettings) -> SecretProvider:
+    """The schema owner's credentials, for ``ledger migrate`` only: same kind of store as the service's, own id."""
+    source = settings.owner_credential_source
+    if source is None:
+        raise NoDatabaseConfigured(
+            "no owner credentials configured: set LEDGER_OWNER_AWS_SECRET_ID, LEDGER_OWNER_SECRET_FILE or "
+            "LEDGER_OWNER_DATABASE_URL (the same kind as the service's source)"
+        )
+    return _secret_provider(
+        settings,
+        source,
+        aws_secret_id=settings.owner_aws_secret_id,
+        secret_file=settings.owner_secret_file,
+        database_url=settings.owner_database_url,
+    )
+
+
+def _secret_provider(
+    settings: LedgerSettings,
+    source: CredentialSource,
+    *,
+    aws_secret_id: str | None,
+    secret_file: Path | None,
+    database_url: SecretStr | None,
+) -> SecretProvider:
     if source is CredentialSource.AWS_SECRETS_MANAGER:
-        assert settings.aws_secret_id is not None
+        assert aws_secret_id is not None
         client = boto3.session.Session().client(
             "secretsmanager",
             region_name=settings.aws_region,
@@ -57,13 +93,13 @@ def build_secret_provider(settings: LedgerSettings) -> SecretProvider:
                 connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}
             ),
         )
-        return AwsSecretsManagerProvider(settings.aws_secret_id, client, ttl_seconds=settings.secret_cache_ttl_seconds)
+        return AwsSecretsManagerProvider(aws_secret_id, client, ttl_seconds=settings.secret_cache_ttl_seconds)
     if source is CredentialSource.SECRET_FILE:
-        assert settings.secret_file is not None
-        return SecretFileProvider(settings.secret_file, ttl_seconds=settings.secret_cache_ttl_seconds)
+        assert secret_file is not None
+        return SecretFileProvider(secret_file, ttl_seconds=settings.secret_cache_ttl_seconds)
     if source is CredentialSource.DATABASE_URL:
-        assert settings.database_url is not None
-        return DatabaseUrlProvider(settings.database_url)
+        assert database_url is not None
+        return DatabaseUrlProvider(database_url)
     raise NoDatabaseConfigured(
         "no database configured: set LEDGER_AWS_SECRET_ID, LEDGER_SECRET_FILE or LEDGER_DATABASE_URL, "
         "or let `ledger serve` start the embedded PostgreSQL"
@@ -91,6 +127,12 @@ class Container(containers.DeclarativeContainer):
     database_engine_resource = providers.Resource(database_engine_lifecycle, settings, database_connector)
     database_engine = providers.ThreadSafeSingleton(_same, database_engine_resource)
     database_tables = providers.ThreadSafeSingleton(build_metadata)
+
+    # The schema owner, for `ledger migrate` only: built on first use, so a serving process never reads its secret.
+    owner_secret_provider = providers.ThreadSafeSingleton(build_owner_secret_provider, settings)
+    owner_database_connector = providers.ThreadSafeSingleton(CredentialedConnector, owner_secret_provider, settings)
+    owner_database_engine_resource = providers.Resource(database_engine_lifecycle, settings, owner_database_connector)
+    owner_database_engine = providers.ThreadSafeSingleton(_same, owner_database_engine_resource)
     session_factory = providers.ThreadSafeSingleton(create_session_factory, database_engine)
     transaction_settings = providers.ThreadSafeSingleton(TransactionSettings, settings)
 

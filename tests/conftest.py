@@ -7,11 +7,14 @@ import os
 import socket
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy.engine import Engine
 
 from ledger.container import Container, build_container, use_in_memory_adapters
 from ledger.infrastructure.database_credentials import DatabaseCredentials
@@ -88,26 +91,66 @@ def postgres_admin() -> PostgresAdmin:
     return PostgresAdmin(DatabaseCredentials.from_url(os.environ[TEST_DATABASE_URL_VARIABLE]))
 
 
-@pytest.fixture(scope="session")
-def service_database(postgres_admin: PostgresAdmin) -> DatabaseCredentials:
-    """A migrated database owned by its own password role: what the service connects with."""
+@dataclass(frozen=True)
+class LeastPrivilegeDatabase:
+    """A migrated database with production's two roles."""
+
+    owner: DatabaseCredentials
+    service: DatabaseCredentials
+
+
+def make_least_privilege_database(postgres_admin: PostgresAdmin) -> LeastPrivilegeDatabase:
+    """A new database owned by a new owner role, migrated by it, and a new service role granted its least privileges
+    by the same code as ``ledger migrate``."""
+    from ledger.infrastructure.database_privileges import migrate_with_least_privilege
+
+    owner_role, owner_password = postgres_admin.create_role()
+    service_role, service_password = postgres_admin.create_role()
+    dbname = postgres_admin.create_database(owner=owner_role)
+    owner = postgres_admin.credentials(owner_role, owner_password, dbname)
+    with database_engine(owner) as engine:
+        outcome = migrate_with_least_privilege(engine, service_role)
+    assert outcome.least_privilege_applied
+    service = postgres_admin.credentials(service_role, service_password, dbname)
+    return LeastPrivilegeDatabase(owner=owner, service=service)
+
+
+@contextmanager
+def database_engine(credentials: DatabaseCredentials) -> Iterator[Engine]:
+    """A pooled engine of the product's kind for these credentials, disposed on the way out."""
     from ledger.infrastructure.database_engine import CredentialedConnector, create_database_engine
-    from ledger.infrastructure.schema_migrations import upgrade_to_head
     from ledger.infrastructure.secret_providers import DatabaseUrlProvider
 
-    role, password = postgres_admin.create_role()
-    dbname = postgres_admin.create_database(owner=role)
-    credentials = postgres_admin.credentials(role, password, dbname)
     settings = settings_with_secret_url(credentials)
     assert settings.database_url is not None
     engine = create_database_engine(
         settings, CredentialedConnector(DatabaseUrlProvider(settings.database_url), settings)
     )
     try:
-        upgrade_to_head(engine)
+        yield engine
     finally:
         engine.dispose()
-    return credentials
+
+
+@pytest.fixture(scope="session")
+def least_privilege_database(postgres_admin: PostgresAdmin) -> LeastPrivilegeDatabase:
+    return make_least_privilege_database(postgres_admin)
+
+
+@pytest.fixture(scope="session")
+def service_database(least_privilege_database: LeastPrivilegeDatabase) -> DatabaseCredentials:
+    """What the service connects with: the service role of a migrated database. It owns nothing and holds only
+    the grants ``ledger migrate`` gives it, so every test using it shows those grants suffice."""
+    return least_privilege_database.service
+
+
+@pytest.fixture(scope="session")
+def owner_database(least_privilege_database: LeastPrivilegeDatabase) -> DatabaseCredentials:
+    """The owner role of ``service_database``'s database (same database): it owns the database and the tables and
+    ran the migrations. For tests that act as the owner, e.g. disabling a history guard trigger
+    (``ALTER TABLE postings DISABLE TRIGGER postings_append_only``) to play a malicious owner; re-enable it after,
+    the database is shared by the session."""
+    return least_privilege_database.owner
 
 
 def credentials_url(credentials: DatabaseCredentials) -> str:

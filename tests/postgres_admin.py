@@ -67,6 +67,27 @@ class PostgresAdmin:
         )
         return len(rows)
 
+    def create_migrated_database(self) -> DatabaseCredentials:
+        """A new password role owning a new database migrated to head; returns the role's credentials."""
+        from ledger.infrastructure.database_engine import CredentialedConnector, create_database_engine
+        from ledger.infrastructure.schema_migrations import upgrade_to_head
+        from ledger.infrastructure.secret_providers import DatabaseUrlProvider
+        from tests.conftest import settings_with_secret_url
+
+        role, password = self.create_role()
+        dbname = self.create_database(owner=role)
+        credentials = self.credentials(role, password, dbname)
+        settings = settings_with_secret_url(credentials)
+        assert settings.database_url is not None
+        engine = create_database_engine(
+            settings, CredentialedConnector(DatabaseUrlProvider(settings.database_url), settings)
+        )
+        try:
+            upgrade_to_head(engine)
+        finally:
+            engine.dispose()
+        return credentials
+
     def credentials(self, username: str, password: str, dbname: str) -> DatabaseCredentials:
         return DatabaseCredentials(
             host=self.superuser.host,

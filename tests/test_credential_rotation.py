@@ -6,22 +6,16 @@ process: no restart, no redeploy, and one secret read for all the threads that h
 
 from __future__ import annotations
 
-import json
-import secrets
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import boto3
-import botocore.config
 import pytest
 from dependency_injector import providers
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
@@ -30,21 +24,29 @@ from ledger.container import Container, build_container
 from ledger.domain.errors import StartupCheckFailed
 from ledger.domain.model import DEFAULT_TENANT_ID
 from ledger.infrastructure.database_credentials import DatabaseCredentials
-from ledger.infrastructure.database_engine import CredentialedConnector, create_database_engine
-from ledger.infrastructure.schema_migrations import upgrade_to_head
+from ledger.infrastructure.database_engine import CredentialedConnector
 from ledger.infrastructure.secret_providers import (
     AwsSecretsManagerProvider,
-    DatabaseUrlProvider,
 )
 from ledger.infrastructure.settings import LedgerSettings
-from tests.conftest import settings_with_secret_url
 from tests.http_clients import KeyedTestClient
 from tests.postgres_admin import PostgresAdmin
+from tests.secret_canaries import canaries
+from tests.secrets_manager_rotation import (
+    REGION,
+    GetSecretValueCalls,
+    create_secret,
+    new_password,
+    promote,
+    put_pending,
+    rotate_secret,
+    secrets_client,
+    with_password,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
-REGION = "us-east-1"
 TTL_SECONDS = 300.0
 
 
@@ -59,85 +61,15 @@ class ManualClock:
         self.now += seconds
 
 
-class GetSecretValueCalls:
-    def __init__(self, client: SecretsManagerClient) -> None:
-        self._lock = threading.Lock()
-        self.count = 0
-        client.meta.events.register("before-call.secrets-manager.GetSecretValue", self._count)
-
-    def _count(self, **_: Any) -> None:
-        with self._lock:
-            self.count += 1
-
-
-def secrets_client(endpoint_url: str) -> SecretsManagerClient:
-    client: SecretsManagerClient = boto3.session.Session().client(
-        "secretsmanager",
-        region_name=REGION,
-        endpoint_url=endpoint_url,
-        config=botocore.config.Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1}),
-    )
-    return client
-
-
 def assert_password(credentials: DatabaseCredentials, expected: str) -> None:
     """Compares without letting pytest print either value."""
     if credentials.password.get_secret_value() != expected:
         pytest.fail(f"{credentials.username}: the password is not the expected one (values withheld)")
 
 
-def new_password() -> str:
-    return f"pw-{secrets.token_urlsafe(18)}"
-
-
-def create_secret(client: SecretsManagerClient, credentials: DatabaseCredentials) -> str:
-    secret_id = f"ledger/test/{uuid.uuid4().hex}"
-    client.create_secret(Name=secret_id, SecretString=json.dumps(credentials.to_document()))
-    return secret_id
-
-
-def put_pending(client: SecretsManagerClient, secret_id: str, credentials: DatabaseCredentials) -> str:
-    version: str = client.put_secret_value(
-        SecretId=secret_id, SecretString=json.dumps(credentials.to_document()), VersionStages=["AWSPENDING"]
-    )["VersionId"]
-    return version
-
-
-def promote(client: SecretsManagerClient, secret_id: str, version: str) -> None:
-    """Finishes a rotation: AWSCURRENT moves onto ``version`` and the AWSPENDING label is taken off it, so the
-    new password is reachable through AWSCURRENT only."""
-    stages = client.describe_secret(SecretId=secret_id)["VersionIdsToStages"]
-    old = next(candidate for candidate, labels in stages.items() if "AWSCURRENT" in labels)
-    client.update_secret_version_stage(
-        SecretId=secret_id, VersionStage="AWSCURRENT", MoveToVersionId=version, RemoveFromVersionId=old
-    )
-    client.update_secret_version_stage(SecretId=secret_id, VersionStage="AWSPENDING", RemoveFromVersionId=version)
-
-
-def rotate_secret(client: SecretsManagerClient, secret_id: str, credentials: DatabaseCredentials) -> None:
-    promote(client, secret_id, put_pending(client, secret_id, credentials))
-
-
-def with_password(credentials: DatabaseCredentials, password: str) -> DatabaseCredentials:
-    from dataclasses import replace
-
-    return replace(credentials, password=SecretStr(password))
-
-
 def fresh_database(postgres_admin: PostgresAdmin) -> DatabaseCredentials:
     """A new password role owning a new database migrated to head."""
-    role, password = postgres_admin.create_role()
-    dbname = postgres_admin.create_database(owner=role)
-    credentials = postgres_admin.credentials(role, password, dbname)
-    settings = settings_with_secret_url(credentials)
-    assert settings.database_url is not None
-    connector = CredentialedConnector(DatabaseUrlProvider(settings.database_url), settings)
-    engine = create_database_engine(settings, connector)
-    try:
-        upgrade_to_head(engine)
-    finally:
-        engine.dispose()
-    return credentials
+    return postgres_admin.create_migrated_database()
 
 
 def aws_settings(secret_id: str, moto_endpoint: str, **overrides: object) -> LedgerSettings:
@@ -326,6 +258,42 @@ def test_password_changed_before_promotion_connects_with_the_pending_version(
     # AWSCURRENT still holds the old password.
     assert_password(rig.provider.current(), credentials.password.get_secret_value())
     assert rotated not in repr(events)
+
+
+def test_rotation_finishing_between_the_current_and_the_pending_read_still_connects(
+    postgres_admin: PostgresAdmin, make_rig: Any, moto_endpoint: str
+) -> None:
+    """The race a rotation under load hit: the old password is refused, AWSCURRENT is re-read and still holds it
+    (finishSecret has not run), then finishSecret runs before AWSPENDING is read, so there is no pending version
+    any more. Only a read of AWSCURRENT made after that one has the new password, and the login must make it."""
+    if not postgres_admin.refuses_wrong_passwords():
+        pytest.skip("this PostgreSQL trusts every login, so an old password is never refused")
+    credentials = fresh_database(postgres_admin)
+    rig: Rig = make_rig(credentials)
+    assert current_user(rig.engine) == credentials.username
+    rig.clock.advance(5)
+
+    rotated = new_password()
+    canaries.register(rotated)
+    version = put_pending(rig.client, rig.secret_id, with_password(credentials, rotated))  # createSecret
+    postgres_admin.set_password(credentials.username, rotated)  # setSecret
+    lambda_client = secrets_client(moto_endpoint)
+    finished: list[bool] = []
+
+    def finish_right_before_the_pending_read(params: dict[str, Any], **_: Any) -> None:
+        if params.get("VersionStage") == "AWSPENDING" and not finished:
+            promote(lambda_client, rig.secret_id, version)  # finishSecret
+            finished.append(True)
+
+    rig.client.meta.events.register(
+        "before-parameter-build.secrets-manager.GetSecretValue", finish_right_before_the_pending_read
+    )
+    rig.engine.dispose()
+
+    assert current_user(rig.engine) == credentials.username
+    assert finished == [True]
+    assert rig.connector.credential_refreshes == 1
+    assert_password(rig.provider.current(), rotated)
 
 
 # --- alternating users --------------------------------------------------------------------------------------------

@@ -23,9 +23,11 @@ from typing import Any
 
 import httpx
 import psutil
+import psycopg2
 import pytest
 
 from tests.conftest import free_port
+from tests.secret_canaries import canaries
 
 pytestmark = pytest.mark.slow
 
@@ -156,13 +158,14 @@ def json_events(output: str) -> list[dict[str, Any]]:
     return events
 
 
-def assert_stopped_cleanly(server: ServerProcess, data_dir: Path, password: str) -> None:
+def assert_stopped_cleanly(server: ServerProcess, data_dir: Path, *passwords: str) -> None:
     seconds = server.interrupt()
     assert seconds <= STOPPED_WITHIN_SECONDS
     left = wait_until_no_postgres(data_dir, POSTGRES_GONE_WITHIN_SECONDS)
     assert left == [], f"postgres still running for {data_dir}: {[p.pid for p in left]}\n{server.output()}"
     output = server.output()
-    assert password not in output
+    for password in passwords:
+        assert password not in output
     assert "Traceback" not in output, output
     events = [event.get("event") for event in json_events(output)]
     assert "embedded_postgres_stopped" in events, output
@@ -180,8 +183,65 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
+def read_secret(path: Path) -> dict[str, Any]:
+    """An embedded role's secret document; its password becomes a canary of the suite."""
+    assert path.is_file()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    canaries.register(document["password"])
+    return document
+
+
+@contextlib.contextmanager
+def connected_as(secret: dict[str, Any]) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor logged in with an embedded role's secret; whatever it did is rolled back."""
+    connection = psycopg2.connect(
+        host=secret["host"],
+        port=secret["port"],
+        user=secret["username"],
+        password=secret["password"],
+        dbname=secret["dbname"],
+    )
+    try:
+        with connection.cursor() as cursor:
+            yield cursor
+    finally:
+        connection.rollback()
+        connection.close()
+
+
+def refused_sqlstate(secret: dict[str, Any], statement: str) -> str | None:
+    """The SQLSTATE ``statement`` fails with when run with ``secret``, None when it passes."""
+    try:
+        with connected_as(secret) as cursor:
+            cursor.execute(statement)
+    except psycopg2.Error as error:
+        return str(error.pgcode)
+    return None
+
+
+def rows_as(secret: dict[str, Any], statement: str) -> list[tuple[Any, ...]]:
+    with connected_as(secret) as cursor:
+        cursor.execute(statement)
+        return list(cursor.fetchall())
+
+
+def assert_least_privilege(service: dict[str, Any], owner: dict[str, Any]) -> None:
+    """The service role owns nothing and cannot rewrite history; the owner owns the database, and even it is
+    refused by the guard triggers."""
+    assert (service["username"], owner["username"]) == ("ledger_service", "ledger_owner")
+    assert rows_as(service, "SELECT count(*) FROM pg_class WHERE relowner = current_user::regrole") == [(0,)]
+    assert rows_as(service, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()") == [
+        ("ledger_owner",)
+    ]
+    assert refused_sqlstate(service, "DELETE FROM transfers") == "42501"
+    assert refused_sqlstate(service, "DROP TABLE ledgers") == "42501"
+    assert refused_sqlstate(owner, "DELETE FROM transfers") == "LA001"
+
+
 def test_embedded_serve_starts_serves_stops_and_restarts_on_the_same_data(tmp_path: Path, data_dir: Path) -> None:
     secret_file = data_dir / "secrets" / "service.json"
+    owner_secret_file = data_dir / "secrets" / "owner.json"
 
     with embedded_server(data_dir, tmp_path / "first.log") as first, httpx.Client() as client:
         first.wait_ready(client)
@@ -212,14 +272,21 @@ def test_embedded_serve_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
         assert ledger["name"] == "Trust"
         assert ledger["currency"] == "USD"
 
-        assert secret_file.is_file()
-        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
         secret_text = secret_file.read_text(encoding="utf-8")
-        password = json.loads(secret_text)["password"]
+        service, owner = read_secret(secret_file), read_secret(owner_secret_file)
+        password = service["password"]
         assert len(password) >= 16
+        assert len(owner["password"]) >= 16
+        assert owner["password"] != password
+        assert (service["username"], owner["username"]) == ("ledger_service", "ledger_owner")
         assert postgres_processes(data_dir), "no postgres process names the data directory"
 
-        assert_stopped_cleanly(first, data_dir, password)
+        # Migrated as the owner, served as the service role.
+        (applied,) = [event for event in json_events(first.output()) if event.get("event") == "least_privilege_applied"]
+        assert (applied["owner_role"], applied["service_role"]) == ("ledger_owner", "ledger_service")
+        assert_least_privilege(service, owner)
+
+        assert_stopped_cleanly(first, data_dir, password, owner["password"])
 
     with (
         embedded_server(data_dir, tmp_path / "second.log") as second,
@@ -233,8 +300,92 @@ def test_embedded_serve_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
         assert fetched.status_code == 200
         assert fetched.json() == ledger
 
-        # The same secret: not rewritten, still private.
+        # The same secrets: not rewritten, still private.
         assert secret_file.read_text(encoding="utf-8") == secret_text
+        assert read_secret(owner_secret_file) == owner
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
 
-        assert_stopped_cleanly(second, data_dir, password)
+        assert_stopped_cleanly(second, data_dir, password, owner["password"])
+
+
+def previous_release_data_dir(data_dir: str) -> None:
+    """Run in a child process (the embedded server starts in a CLI's process, never in a test worker): leaves
+    ``data_dir`` as the release before least privilege left it: no owner role, the database and the tables (schema
+    at 0004) owned by ``ledger_service``, a ledger written, the server stopped."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from ledger.infrastructure.embedded_postgres import EmbeddedPostgres
+    from ledger.infrastructure.schema_migrations import SCRIPT_LOCATION
+
+    embedded = EmbeddedPostgres(Path(data_dir))
+    info = embedded.start()
+    try:
+        superuser = embedded.superuser_connection(info.socket_dir, info.port)
+        with superuser.cursor() as cursor:
+            cursor.execute("ALTER DATABASE ledger OWNER TO ledger_service")
+            cursor.execute("DROP ROLE ledger_owner")
+        superuser.close()
+        info.owner_secret_file.unlink()
+        service = json.loads(info.secret_file.read_text(encoding="utf-8"))
+        engine = sa.create_engine(
+            sa.URL.create(
+                "postgresql+psycopg2",
+                username=service["username"],
+                password=service["password"],
+                database=service["dbname"],
+                query={"host": service["host"], "port": str(service["port"])},
+            )
+        )
+        with engine.connect() as connection:
+            config = Config()
+            config.set_main_option("script_location", SCRIPT_LOCATION)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0004")
+            connection.execute(
+                sa.text(
+                    "INSERT INTO ledgers (id, tenant_id, name, currency_code, currency_exponent, time_zone, created_at)"
+                    " VALUES (gen_random_uuid(), gen_random_uuid(), 'Kept across the upgrade', 'USD', 2, 'UTC', now())"
+                )
+            )
+            connection.commit()
+        engine.dispose()
+    finally:
+        embedded.stop()
+
+
+def test_a_previous_release_data_dir_is_handed_to_the_owner_role_on_start(tmp_path: Path, data_dir: Path) -> None:
+    env = embedded_environment(data_dir)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from tests.test_embedded_serve import previous_release_data_dir as b; b({str(data_dir)!r})",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    service_before = read_secret(data_dir / "secrets" / "service.json")
+    assert not (data_dir / "secrets" / "owner.json").exists()
+
+    with embedded_server(data_dir, tmp_path / "upgrade.log") as server, httpx.Client() as client:
+        server.wait_ready(client)
+        events = json_events(server.output())
+        (handed,) = [event for event in events if event.get("event") == "embedded_database_handed_to_owner"]
+        assert handed["objects"] > 0
+        (migrated,) = [event for event in events if event.get("event") == "schema_migrated"]
+        assert migrated["revision_before"] == "0004"
+        service, owner = (
+            read_secret(data_dir / "secrets" / "service.json"),
+            read_secret(data_dir / "secrets" / "owner.json"),
+        )
+        assert service == service_before
+        assert_least_privilege(service, owner)
+        assert rows_as(service, "SELECT name FROM ledgers") == [("Kept across the upgrade",)]
+        assert_stopped_cleanly(server, data_dir, service["password"], owner["password"])

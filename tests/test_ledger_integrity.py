@@ -124,9 +124,9 @@ def test_progress_is_reported_up_to_the_total(pg_container: Container) -> None:
 
 
 @pytest.fixture
-def owner_credentials(service_database: DatabaseCredentials) -> DatabaseCredentials:
-    """Who owns the history tables (and may switch their guards off)."""
-    return service_database
+def owner_credentials(owner_database: DatabaseCredentials) -> DatabaseCredentials:
+    """Who owns the history tables (and may switch their guards off); the service role cannot touch history."""
+    return owner_database
 
 
 @contextmanager

@@ -18,6 +18,16 @@ class CredentialSource(enum.StrEnum):
     EMBEDDED = "embedded"
 
 
+# The sslmodes under which libpq checks the server's certificate (verify-full also checks its host name).
+VERIFIED_SSLMODES = frozenset({"verify-ca", "verify-full"})
+
+_SOURCE_VARIABLES = {
+    CredentialSource.AWS_SECRETS_MANAGER: "LEDGER_AWS_SECRET_ID",
+    CredentialSource.SECRET_FILE: "LEDGER_SECRET_FILE",
+    CredentialSource.DATABASE_URL: "LEDGER_DATABASE_URL",
+}
+
+
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("trust-ledger", appauthor=False))
 
@@ -38,6 +48,13 @@ class LedgerSettings(BaseSettings):
     database_url: SecretStr | None = None
     secret_cache_ttl_seconds: float = Field(default=300.0, gt=0)
 
+    # Where the schema owner's credentials live, used by `ledger migrate` only (the serving process never reads
+    # them): the same kind of source as the service's, with its own id. The AWS secret shares the service's region
+    # and endpoint.
+    owner_aws_secret_id: str | None = None
+    owner_secret_file: Path | None = None
+    owner_database_url: SecretStr | None = None
+
     data_dir: Path = Field(default_factory=default_data_dir)
 
     pool_size: int = Field(default=10, ge=1, le=200)
@@ -51,6 +68,8 @@ class LedgerSettings(BaseSettings):
     idle_in_transaction_timeout_ms: int = Field(default=30_000, ge=0)
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
     sslrootcert: Path | None = None
+    # Production refuses an sslmode that does not verify the server's certificate unless this says so, deliberately.
+    allow_weak_tls: bool = False
 
     startup_deadline_seconds: float = Field(default=30.0, gt=0)
     startup_retry_interval_seconds: float = Field(default=1.0, gt=0)
@@ -98,6 +117,50 @@ class LedgerSettings(BaseSettings):
             raise ValueError("LEDGER_DATABASE_URL is for development and CI; production reads AWS Secrets Manager")
         return self
 
+    @model_validator(mode="after")
+    def _owner_source_of_the_same_kind(self) -> LedgerSettings:
+        chosen = [
+            name
+            for name, value in (
+                ("LEDGER_OWNER_AWS_SECRET_ID", self.owner_aws_secret_id),
+                ("LEDGER_OWNER_SECRET_FILE", self.owner_secret_file),
+                ("LEDGER_OWNER_DATABASE_URL", self.owner_database_url),
+            )
+            if value is not None
+        ]
+        if len(chosen) > 1:
+            raise ValueError(f"set at most one owner credential source, got {', '.join(chosen)}")
+        owner = self.owner_credential_source
+        if owner is None:
+            return self
+        if owner is not self.credential_source:
+            raise ValueError(
+                f"{chosen[0]} needs the service's credentials from the same kind of source "
+                f"({_SOURCE_VARIABLES[owner]}), not {self.credential_source.value}"
+            )
+        # (So LEDGER_OWNER_DATABASE_URL, like LEDGER_DATABASE_URL, is refused in production.)
+        return self
+
+    @model_validator(mode="after")
+    def _verified_tls_in_production(self) -> LedgerSettings:
+        # Without any credential source the CLI refuses production with its own message (no embedded default there).
+        if (
+            self.environment != "production"
+            or self.credential_source is CredentialSource.EMBEDDED
+            or self.allow_weak_tls
+            or self.sslmode in VERIFIED_SSLMODES
+        ):
+            return self
+        given = (
+            f"LEDGER_SSLMODE={self.sslmode}"
+            if self.sslmode
+            else "no LEDGER_SSLMODE (libpq's default, prefer, may fall back to plain text)"
+        )
+        raise ValueError(
+            f"production requires LEDGER_SSLMODE=verify-full (or verify-ca), got {given}: the database server's "
+            "certificate would not be verified. Set LEDGER_ALLOW_WEAK_TLS=true to accept that deliberately"
+        )
+
     @property
     def credential_source(self) -> CredentialSource:
         if self.aws_secret_id is not None:
@@ -111,6 +174,17 @@ class LedgerSettings(BaseSettings):
     @property
     def checkpoint_directory(self) -> Path:
         return self.checkpoint_dir if self.checkpoint_dir is not None else self.data_dir / "checkpoints"
+
+    @property
+    def owner_credential_source(self) -> CredentialSource | None:
+        """Where ``ledger migrate`` finds the schema owner's credentials; None when none is configured."""
+        if self.owner_aws_secret_id is not None:
+            return CredentialSource.AWS_SECRETS_MANAGER
+        if self.owner_secret_file is not None:
+            return CredentialSource.SECRET_FILE
+        if self.owner_database_url is not None:
+            return CredentialSource.DATABASE_URL
+        return None
 
     @property
     def hide_sql_parameters(self) -> bool:

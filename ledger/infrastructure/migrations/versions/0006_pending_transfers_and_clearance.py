@@ -2,7 +2,7 @@
 (history is never updated). Accounts count uncleared deposits; a returned deposit is a transfer kind of its own.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-22
 """
 
@@ -10,11 +10,15 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from ledger.infrastructure.database_privileges import history_guard_trigger_name, history_guard_trigger_statement
+
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
+# New history tables of this revision: append-only, guarded like those of 0005.
+_GUARDED = ("pending_transfers", "pending_outcomes", "clearance_holds", "clearance_outcomes")
 _KINDS_BEFORE = "'transfer','deposit','disbursement','client_transfer','fee','firm_deposit','bank_charge','reversal'"
 
 
@@ -87,9 +91,13 @@ def upgrade() -> None:
         sa.Column("transfer_id", UUID(as_uuid=True), sa.ForeignKey("transfers.id"), nullable=True),
         sa.CheckConstraint("kind IN ('cleared','returned','reversed')", name="ck_clearance_outcomes_kind_known"),
     )
+    for table in _GUARDED:
+        op.execute(history_guard_trigger_statement(table))
 
 
 def downgrade() -> None:
+    for table in _GUARDED:
+        op.execute(f"DROP TRIGGER {history_guard_trigger_name(table)} ON {table}")
     op.drop_table("clearance_outcomes")
     op.drop_table("clearance_holds")
     op.drop_table("pending_outcomes")

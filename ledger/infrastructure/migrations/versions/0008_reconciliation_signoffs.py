@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from ledger.infrastructure.database_privileges import history_guard_trigger_name, history_guard_trigger_statement
+
 revision = "0008"
 down_revision = "0006"
 branch_labels = None
@@ -29,7 +31,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("ledger_id", "as_of", name="uq_reconciliation_signoffs_ledger_id_as_of"),
         sa.CheckConstraint("jsonb_typeof(report) = 'object'", name="ck_reconciliation_signoffs_report_object"),
     )
+    op.execute(history_guard_trigger_statement("reconciliation_signoffs"))
 
 
 def downgrade() -> None:
+    op.execute(f"DROP TRIGGER {history_guard_trigger_name('reconciliation_signoffs')} ON reconciliation_signoffs")
     op.drop_table("reconciliation_signoffs")
