@@ -438,6 +438,29 @@ def sign_off(
     )
 
 
+statements_app = typer.Typer(help="Bank statements of trust bank accounts (format: docs/bank-statements.md).")
+app.add_typer(statements_app, name="statements")
+
+
+@statements_app.command("import")
+def import_statement(
+    file: Annotated[Path, typer.Argument(help="the statement as CSV", dir_okay=False)],
+    ledger_id: Annotated[uuid.UUID, typer.Option("--ledger", help="the trust ledger")],
+    bank_account_id: Annotated[
+        uuid.UUID | None, typer.Option("--bank-account", help="the bank account [default: the ledger's only one]")
+    ] = None,
+) -> None:
+    """Import a bank statement and match its lines to ledger entries; print lines, matched and unmatched. Exit 1
+    when the statement is refused (the message names the line), 2 for an unknown ledger or bank account."""
+    from ledger.bank_statement_commands import import_statement_file
+
+    with _service_container() as container:
+        code = import_statement_file(
+            container, file, ledger_id=ledger_id, bank_account_id=bank_account_id, actor=_operator()
+        )
+    raise typer.Exit(code)
+
+
 def main() -> None:
     app(prog_name="ledger")
 

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from ledger.domain.api_keys import ApiKeyService
+from ledger.domain.bank_statement_service import BankStatementService
 from ledger.domain.ledger_verification import LedgerVerificationService
 from ledger.domain.ledgers import AccountService, LedgerService, utc_now
 from ledger.domain.pending_transfer_service import PendingTransferService
@@ -164,6 +165,7 @@ class Container(containers.DeclarativeContainer):
     pending_transfer_service = providers.Factory(
         PendingTransferService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
     )
+    bank_statement_service = providers.Factory(BankStatementService, runner=transaction_runner)
     api_key_service = providers.ThreadSafeSingleton(
         ApiKeyService,
         runner=transaction_runner,

@@ -10,6 +10,15 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from ledger.domain.bank_statements import (
+    BankEntry,
+    BankStatement,
+    BankStatementLine,
+    MatchKind,
+    StatementBalance,
+    StatementMatch,
+    UnmatchedItems,
+)
 from ledger.domain.ledger_verification import VerificationReport
 from ledger.domain.model import (
     MAX_CODE_LENGTH,
@@ -626,4 +635,207 @@ class SignOffOut(BaseModel):
             signed_off_at=sign_off.signed_off_at,
             signed_off_by=sign_off.signed_off_by,
             report=dict(sign_off.report),
+        )
+
+
+STATEMENT_EXAMPLE = (
+    "period_start,2026-10-01\n"
+    "period_end,2026-10-31\n"
+    "opening_balance,10000.00\n"
+    "closing_balance,12405.00\n"
+    "date,amount,reference,description\n"
+    "2026-10-02,1250.00,DEP-1001,Deposit slip 1001\n"
+    "2026-10-06,1520.00,,Wire from Garcia\n"
+    "2026-10-19,-340.00,CHQ-1187,Cheque 1187\n"
+    "2026-10-31,-25.00,,Monthly account fee\n"
+)
+
+
+class BankStatementImport(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"csv": STATEMENT_EXAMPLE}]},
+    )
+
+    csv: str = Field(
+        min_length=1,
+        description="the statement as CSV text (UTF-8, in the JSON string): four rows period_start, period_end, "
+        "opening_balance, closing_balance (name,value), then the header row date,amount,reference,description and "
+        "one row per bank line; dates YYYY-MM-DD, amounts with exactly the currency's fraction digits (1250.00), "
+        "positive into the bank, negative out of it. See docs/bank-statements.md.",
+    )
+    bank_account_id: uuid.UUID | None = Field(default=None, description="default: the ledger's one bank account")
+
+
+class StatementRematch(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}]})
+
+    bank_account_id: uuid.UUID | None = Field(default=None, description="default: the ledger's one bank account")
+
+
+class StatementMatchOut(BaseModel):
+    transfer_id: uuid.UUID
+    kind: MatchKind = Field(description="amount_and_date, reference, or deposit_slip (one of several receipts)")
+    matched_at: datetime
+    actor: str
+
+    @classmethod
+    def of(cls, match: StatementMatch) -> StatementMatchOut:
+        return cls(transfer_id=match.transfer_id, kind=match.kind, matched_at=match.matched_at, actor=match.actor)
+
+
+class BankStatementLineOut(BaseModel):
+    id: uuid.UUID
+    statement_id: uuid.UUID
+    line_number: int = Field(description="the line of the CSV it came from (1-based)")
+    date: date
+    amount: int = Field(description="minor units: positive into the bank, negative out of it")
+    reference: str
+    description: str
+    matched: bool
+    matches: list[StatementMatchOut]
+
+    @classmethod
+    def of(cls, line: BankStatementLine) -> BankStatementLineOut:
+        return cls(
+            id=line.id,
+            statement_id=line.statement_id,
+            line_number=line.line_number,
+            date=line.date,
+            amount=line.amount,
+            reference=line.reference,
+            description=line.description,
+            matched=line.matched,
+            matches=[StatementMatchOut.of(match) for match in line.matches],
+        )
+
+
+class BankStatementSummaryOut(BaseModel):
+    id: uuid.UUID
+    ledger_id: uuid.UUID
+    bank_account_id: uuid.UUID
+    previous_statement_id: uuid.UUID | None
+    period_start: date
+    period_end: date
+    opening_balance: int
+    closing_balance: int
+    line_count: int
+    matched_line_count: int
+    unmatched_line_count: int
+    imported_at: datetime
+    actor: str
+
+    @classmethod
+    def of(cls, statement: BankStatement) -> BankStatementSummaryOut:
+        return cls(
+            id=statement.id,
+            ledger_id=statement.ledger_id,
+            bank_account_id=statement.bank_account_id,
+            previous_statement_id=statement.previous_statement_id,
+            period_start=statement.period_start,
+            period_end=statement.period_end,
+            opening_balance=statement.opening_balance,
+            closing_balance=statement.closing_balance,
+            line_count=statement.line_count,
+            matched_line_count=statement.matched_line_count,
+            unmatched_line_count=statement.unmatched_line_count,
+            imported_at=statement.imported_at,
+            actor=statement.actor,
+        )
+
+
+class BankStatementOut(BankStatementSummaryOut):
+    lines: list[BankStatementLineOut]
+
+    @classmethod
+    def of(cls, statement: BankStatement) -> BankStatementOut:
+        return cls(
+            **BankStatementSummaryOut.of(statement).model_dump(),
+            lines=[BankStatementLineOut.of(line) for line in statement.lines],
+        )
+
+
+class BankStatementPage(BaseModel):
+    items: list[BankStatementSummaryOut]
+    next_cursor: str | None
+
+
+class RematchOut(BaseModel):
+    matched_entries: int = Field(description="ledger entries matched to earlier unmatched bank lines now")
+    matched_lines: int
+
+
+class StatementBalanceOut(BaseModel):
+    statement_id: uuid.UUID
+    period_end: date = Field(description="the bank's cut-off: the closing balance covers every line up to this day")
+    closing_balance: int
+    first_opening_balance: int = Field(description="the opening balance of the bank account's first statement")
+    first_period_start: date
+
+    @classmethod
+    def of(cls, balance: StatementBalance) -> StatementBalanceOut:
+        return cls(
+            statement_id=balance.statement_id,
+            period_end=balance.period_end,
+            closing_balance=balance.closing_balance,
+            first_opening_balance=balance.first_opening_balance,
+            first_period_start=balance.first_period_start,
+        )
+
+
+class UnmatchedEntryOut(BaseModel):
+    transfer_id: uuid.UUID
+    kind: TransferKind
+    effective_date: date
+    amount: int = Field(description="minor units from the bank's view: a receipt positive, a payment negative")
+    reference: str | None
+    description: str
+    recorded_at: datetime
+    matched_line_id: uuid.UUID | None = Field(
+        description="set when the entry is matched to a line after the statement's cut-off, or to a deposit slip "
+        "with a receipt booked after as_of"
+    )
+
+    @classmethod
+    def of(cls, entry: BankEntry) -> UnmatchedEntryOut:
+        return cls(
+            transfer_id=entry.transfer_id,
+            kind=entry.kind,
+            effective_date=entry.effective_date,
+            amount=entry.amount,
+            reference=entry.reference,
+            description=entry.description,
+            recorded_at=entry.recorded_at,
+            matched_line_id=entry.matched_line_id,
+        )
+
+
+class UnmatchedOut(BaseModel):
+    ledger_id: uuid.UUID
+    bank_account_id: uuid.UUID
+    as_of: date
+    statement: StatementBalanceOut | None = Field(
+        description="the latest statement ending on or before as_of (null: none yet)"
+    )
+    bank_lines: list[BankStatementLineOut] = Field(
+        description="bank lines up to the statement's cut-off with no entry in the books as of as_of"
+    )
+    bank_lines_total: int
+    ledger_entries: list[UnmatchedEntryOut] = Field(
+        description="bank-account entries effective on or before as_of that the statement does not show: deposits "
+        "in transit (positive), outstanding payments (negative)"
+    )
+    ledger_entries_total: int
+
+    @classmethod
+    def of(cls, items: UnmatchedItems) -> UnmatchedOut:
+        return cls(
+            ledger_id=items.ledger_id,
+            bank_account_id=items.bank_account_id,
+            as_of=items.as_of,
+            statement=None if items.statement is None else StatementBalanceOut.of(items.statement),
+            bank_lines=[BankStatementLineOut.of(line) for line in items.bank_lines],
+            bank_lines_total=items.bank_lines_total,
+            ledger_entries=[UnmatchedEntryOut.of(entry) for entry in items.ledger_entries],
+            ledger_entries_total=items.ledger_entries_total,
         )

@@ -16,6 +16,7 @@ from ledger.domain.transfers import Posting, StatementLine, Transfer
 
 if TYPE_CHECKING:
     from ledger.domain.api_keys import ApiKey
+    from ledger.domain.bank_statements import BankEntry, BankStatement, BankStatementLine, StatementMatch
     from ledger.domain.pending_transfers import ClearanceHold, HoldOutcome, PendingOutcome, PendingTransfer
     from ledger.domain.reconciliation import ReconciliationSignOff
 
@@ -227,6 +228,7 @@ class UnitOfWork(abc.ABC):
     pending_transfers: PendingTransferRepository
     clearance_holds: ClearanceHoldRepository
     period_locks: PeriodLockRepository
+    bank_statements: BankStatementRepository
 
     def __enter__(self) -> Self:
         return self
@@ -272,3 +274,69 @@ class StoreHealth(Protocol):
 
     def is_ready(self) -> bool:
         """One quick probe, no retries: does the store answer right now?"""
+
+
+class BankStatementRepository(abc.ABC):
+    """Bank statements with their lines, and the matches between lines and ledger entries. Statements, lines and
+    matches are history: inserted, never updated or deleted."""
+
+    @abc.abstractmethod
+    def add(self, statement: BankStatement) -> None:
+        """Writes the statement and its lines (their ``matches`` are ignored: see ``add_matches``). The caller holds
+        the bank account's row lock, so the statement it continues is still the latest."""
+
+    @abc.abstractmethod
+    def get(self, tenant_id: uuid.UUID, statement_id: uuid.UUID) -> BankStatement | None:
+        """With its lines in line-number order, each with its matches."""
+
+    @abc.abstractmethod
+    def latest(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> BankStatement | None:
+        """The statement of the bank account with the latest period (without lines)."""
+
+    @abc.abstractmethod
+    def first(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> BankStatement | None:
+        """The statement of the bank account with the earliest period (without lines)."""
+
+    @abc.abstractmethod
+    def latest_ending_on_or_before(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, day: date
+    ) -> BankStatement | None:
+        """The statement with the latest ``period_end`` on or before ``day`` (without lines)."""
+
+    @abc.abstractmethod
+    def list(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, *, after: tuple[date, uuid.UUID] | None, limit: int
+    ) -> Sequence[BankStatement]:
+        """Statements of a ledger (without lines) ordered by (period start, id), after the ``after`` position."""
+
+    @abc.abstractmethod
+    def add_matches(self, matches: Sequence[StatementMatch]) -> None:
+        """Raises ``LedgerRuleViolation`` (``entry_already_matched``) when an entry is already matched on its bank
+        account."""
+
+    @abc.abstractmethod
+    def unmatched_lines(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, dated_on_or_before: date | None
+    ) -> Sequence[BankStatementLine]:
+        """Lines of the bank account's statements without any match, dated on or before a day (None: all)."""
+
+    @abc.abstractmethod
+    def unmatched_entries(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, effective_from: date | None, effective_to: date
+    ) -> Sequence[BankEntry]:
+        """Entries posted to the bank account, effective in the range (both ends included), never matched."""
+
+    @abc.abstractmethod
+    def entries_not_matched_by(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, effective_to: date, line_dated_on_or_before: date
+    ) -> Sequence[BankEntry]:
+        """Entries on the bank account effective on or before ``effective_to`` that are not matched to a line dated
+        on or before ``line_dated_on_or_before``: never matched (``matched_line_id`` None) or matched to a later
+        line (``matched_line_id`` set)."""
+
+    @abc.abstractmethod
+    def lines_matched_to_entries_after(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, dated_on_or_before: date, effective_after: date
+    ) -> Sequence[tuple[BankStatementLine, Sequence[BankEntry]]]:
+        """Lines dated on or before a day that are matched to at least one entry effective after ``effective_after``,
+        each with every entry it is matched to (``matched_line_id`` set)."""

@@ -38,6 +38,9 @@ HISTORY_TABLES: Final = (
     "clearance_holds",
     "clearance_outcomes",
     "reconciliation_signoffs",
+    "bank_statements",
+    "bank_statement_lines",
+    "statement_matches",
 )
 
 # Raised by the guard trigger: class "LA" (ledger append-only) is not used by PostgreSQL.

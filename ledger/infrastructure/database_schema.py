@@ -175,4 +175,51 @@ def build_metadata() -> sa.MetaData:
         sa.Column("signed_off_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("signed_off_by", sa.Text, nullable=False),
     )
+    add_bank_statement_tables(metadata)
     return metadata
+
+
+def add_bank_statement_tables(metadata: sa.MetaData) -> None:
+    """Bank statements, their lines and the line-to-entry matches (migration 0007): insert-only history."""
+    sa.Table(
+        "bank_statements",
+        metadata,
+        sa.Column("id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("ledger_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("bank_account_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("previous_statement_id", UUID(as_uuid=True), nullable=True),
+        sa.Column("period_start", sa.Date, nullable=False),
+        sa.Column("period_end", sa.Date, nullable=False),
+        sa.Column("opening_balance", sa.BigInteger, nullable=False),
+        sa.Column("closing_balance", sa.BigInteger, nullable=False),
+        sa.Column("line_count", sa.Integer, nullable=False),
+        sa.Column("imported_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.Text, nullable=False),
+    )
+    sa.Table(
+        "bank_statement_lines",
+        metadata,
+        sa.Column("id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("statement_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("bank_account_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("line_number", sa.Integer, nullable=False),
+        sa.Column("line_date", sa.Date, nullable=False),
+        sa.Column("amount", sa.BigInteger, nullable=False),
+        sa.Column("reference", sa.Text, nullable=False),
+        sa.Column("description", sa.Text, nullable=False),
+    )
+    sa.Table(
+        "statement_matches",
+        metadata,
+        sa.Column("bank_account_id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("transfer_id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("line_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("statement_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("ledger_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("matched_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.Text, nullable=False),
+    )

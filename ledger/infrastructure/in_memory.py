@@ -15,6 +15,13 @@ from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar
 
 from ledger.domain.api_keys import ApiKey
+from ledger.domain.bank_statements import (
+    BankEntry,
+    BankStatement,
+    BankStatementLine,
+    StatementMatch,
+    entry_reference,
+)
 from ledger.domain.errors import Conflict
 from ledger.domain.idempotency import IdempotencyRecord
 from ledger.domain.model import Account, AccountKind, Ledger
@@ -22,6 +29,7 @@ from ledger.domain.pending_transfers import ClearanceHold, HoldOutcome, PendingO
 from ledger.domain.ports import (
     AccountRepository,
     ApiKeyRepository,
+    BankStatementRepository,
     ClearanceHoldRepository,
     IdempotencyRepository,
     LedgerRepository,
@@ -35,6 +43,8 @@ from ledger.domain.reconciliation import ReconciliationSignOff
 from ledger.domain.transfers import LedgerRuleViolation, Posting, Side, StatementLine, Transfer
 
 K = TypeVar("K")
+# Inside a repository class, `list` names its own method.
+_List = list
 V = TypeVar("V")
 
 
@@ -55,6 +65,9 @@ class InMemoryStore:
         self.clearance_holds: dict[uuid.UUID, ClearanceHold] = {}
         self.hold_outcomes: dict[uuid.UUID, HoldOutcome] = {}
         self.sign_offs: dict[uuid.UUID, ReconciliationSignOff] = {}
+        self.bank_statements: dict[uuid.UUID, BankStatement] = {}
+        self.bank_statement_lines: dict[uuid.UUID, BankStatementLine] = {}
+        self.statement_matches: dict[tuple[uuid.UUID, uuid.UUID], StatementMatch] = {}
 
 
 class _Staged(Protocol):
@@ -499,6 +512,9 @@ class InMemoryUnitOfWork(UnitOfWork):
         holds = _StagedTable(self._store.clearance_holds)
         hold_outcomes = _StagedTable(self._store.hold_outcomes)
         sign_offs = _StagedTable(self._store.sign_offs)
+        bank_statements = _StagedTable(self._store.bank_statements)
+        bank_statement_lines = _StagedTable(self._store.bank_statement_lines)
+        statement_matches = _StagedTable(self._store.statement_matches)
         self._staged = [
             ledgers,
             accounts,
@@ -512,6 +528,9 @@ class InMemoryUnitOfWork(UnitOfWork):
             holds,
             hold_outcomes,
             sign_offs,
+            bank_statements,
+            bank_statement_lines,
+            statement_matches,
         ]
         self.ledgers = InMemoryLedgerRepository(ledgers)
         self.accounts = InMemoryAccountRepository(accounts)
@@ -521,6 +540,9 @@ class InMemoryUnitOfWork(UnitOfWork):
         self.pending_transfers = InMemoryPendingTransferRepository(pending, pending_outcomes)
         self.clearance_holds = InMemoryClearanceHoldRepository(holds, hold_outcomes)
         self.period_locks = InMemoryPeriodLockRepository(sign_offs)
+        self.bank_statements = InMemoryBankStatementRepository(
+            bank_statements, bank_statement_lines, statement_matches, transfers, statements
+        )
         return self
 
     def __exit__(
@@ -559,3 +581,168 @@ class InMemoryStoreHealth:
 
     def is_ready(self) -> bool:
         return True
+
+
+class InMemoryBankStatementRepository(BankStatementRepository):
+    def __init__(
+        self,
+        statements: _StagedTable[uuid.UUID, BankStatement],
+        lines: _StagedTable[uuid.UUID, BankStatementLine],
+        matches: _StagedTable[tuple[uuid.UUID, uuid.UUID], StatementMatch],
+        transfers: _StagedTable[uuid.UUID, Transfer],
+        account_statements: _StagedLists[uuid.UUID, StatementLine],
+    ) -> None:
+        self._statements = statements
+        self._lines = lines
+        self._matches = matches
+        self._transfers = transfers
+        self._account_statements = account_statements
+
+    def add(self, statement: BankStatement) -> None:
+        if self._statements.get(statement.id) is not None:
+            raise Conflict("bank statement id already exists", code="bank_statement_exists")
+        self._statements.put(statement.id, replace(statement, lines=(), matched_line_count=0))
+        for line in statement.lines:
+            self._lines.put(line.id, replace(line, matches=()))
+
+    def get(self, tenant_id: uuid.UUID, statement_id: uuid.UUID) -> BankStatement | None:
+        statement = self._statements.get(statement_id)
+        if statement is None or statement.tenant_id != tenant_id:
+            return None
+        matches = self._matches_by_line()
+        lines = sorted(
+            (line for line in self._lines.values() if line.statement_id == statement_id),
+            key=lambda line: line.line_number,
+        )
+        with_matches = tuple(replace(line, matches=tuple(matches.get(line.id, ()))) for line in lines)
+        return replace(
+            statement, lines=with_matches, matched_line_count=sum(1 for line in with_matches if line.matches)
+        )
+
+    def latest(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> BankStatement | None:
+        chosen = self._of_bank(tenant_id, bank_account_id)
+        return self._counted(max(chosen, key=lambda statement: statement.period_end)) if chosen else None
+
+    def first(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> BankStatement | None:
+        chosen = self._of_bank(tenant_id, bank_account_id)
+        return self._counted(min(chosen, key=lambda statement: statement.period_start)) if chosen else None
+
+    def latest_ending_on_or_before(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, day: date
+    ) -> BankStatement | None:
+        chosen = [statement for statement in self._of_bank(tenant_id, bank_account_id) if statement.period_end <= day]
+        return self._counted(max(chosen, key=lambda statement: statement.period_end)) if chosen else None
+
+    def list(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, *, after: tuple[date, uuid.UUID] | None, limit: int
+    ) -> Sequence[BankStatement]:
+        chosen = [
+            statement
+            for statement in self._statements.values()
+            if statement.tenant_id == tenant_id
+            and statement.ledger_id == ledger_id
+            and (after is None or (statement.period_start, statement.id) > after)
+        ]
+        chosen.sort(key=lambda statement: (statement.period_start, statement.id))
+        return [self._counted(statement) for statement in chosen[:limit]]
+
+    def add_matches(self, matches: Sequence[StatementMatch]) -> None:
+        keys = [(match.bank_account_id, match.transfer_id) for match in matches]
+        if len(set(keys)) != len(keys) or any(self._matches.get(key) is not None for key in keys):
+            raise LedgerRuleViolation("a ledger entry is already matched to a bank line", code="entry_already_matched")
+        for key, match in zip(keys, matches, strict=True):
+            self._matches.put(key, match)
+
+    def unmatched_lines(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, dated_on_or_before: date | None
+    ) -> Sequence[BankStatementLine]:
+        matched = {match.line_id for match in self._matches.values()}
+        return [
+            line
+            for line in self._lines_of_bank(tenant_id, bank_account_id)
+            if line.id not in matched and (dated_on_or_before is None or line.date <= dated_on_or_before)
+        ]
+
+    def unmatched_entries(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, effective_from: date | None, effective_to: date
+    ) -> Sequence[BankEntry]:
+        return [
+            entry
+            for entry in self._entries(tenant_id, bank_account_id)
+            if entry.matched_line_id is None
+            and (effective_from is None or effective_from <= entry.effective_date)
+            and entry.effective_date <= effective_to
+        ]
+
+    def entries_not_matched_by(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, effective_to: date, line_dated_on_or_before: date
+    ) -> Sequence[BankEntry]:
+        found = []
+        for entry in self._entries(tenant_id, bank_account_id):
+            if entry.effective_date > effective_to:
+                continue
+            line = None if entry.matched_line_id is None else self._lines.get(entry.matched_line_id)
+            if line is None or line.date > line_dated_on_or_before:
+                found.append(entry)
+        return found
+
+    def lines_matched_to_entries_after(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, dated_on_or_before: date, effective_after: date
+    ) -> Sequence[tuple[BankStatementLine, Sequence[BankEntry]]]:
+        entries_by_line: dict[uuid.UUID, _List[BankEntry]] = {}
+        for entry in self._entries(tenant_id, bank_account_id):
+            if entry.matched_line_id is not None:
+                entries_by_line.setdefault(entry.matched_line_id, []).append(entry)
+        found: _List[tuple[BankStatementLine, Sequence[BankEntry]]] = []
+        for line in self._lines_of_bank(tenant_id, bank_account_id):
+            entries = entries_by_line.get(line.id, [])
+            if line.date <= dated_on_or_before and any(entry.effective_date > effective_after for entry in entries):
+                found.append((line, entries))
+        return found
+
+    def _of_bank(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> _List[BankStatement]:
+        return [
+            statement
+            for statement in self._statements.values()
+            if statement.tenant_id == tenant_id and statement.bank_account_id == bank_account_id
+        ]
+
+    def _lines_of_bank(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> _List[BankStatementLine]:
+        statements = {statement.id for statement in self._of_bank(tenant_id, bank_account_id)}
+        lines = [line for line in self._lines.values() if line.statement_id in statements]
+        return sorted(lines, key=lambda line: (line.date, line.statement_id, line.line_number))
+
+    def _matches_by_line(self) -> dict[uuid.UUID, _List[StatementMatch]]:
+        found: dict[uuid.UUID, _List[StatementMatch]] = {}
+        for match in sorted(self._matches.values(), key=lambda match: match.transfer_id):
+            found.setdefault(match.line_id, []).append(match)
+        return found
+
+    def _counted(self, statement: BankStatement) -> BankStatement:
+        matched = {match.line_id for match in self._matches.values() if match.statement_id == statement.id}
+        return replace(statement, matched_line_count=len(matched))
+
+    def _entries(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> _List[BankEntry]:
+        matched = {
+            match.transfer_id: match.line_id
+            for match in self._matches.values()
+            if match.bank_account_id == bank_account_id
+        }
+        entries = []
+        for posting in self._account_statements.items(bank_account_id):
+            transfer = self._transfers.get(posting.transfer_id)
+            if transfer is None or transfer.tenant_id != tenant_id:
+                continue
+            entries.append(
+                BankEntry(
+                    transfer_id=transfer.id,
+                    kind=transfer.kind,
+                    effective_date=transfer.effective_date,
+                    recorded_at=transfer.recorded_at,
+                    amount=posting.amount if posting.side is Side.DEBIT else -posting.amount,
+                    description=transfer.description,
+                    reference=entry_reference(transfer.metadata),
+                    matched_line_id=matched.get(transfer.id),
+                )
+            )
+        return entries

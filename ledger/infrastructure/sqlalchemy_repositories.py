@@ -12,6 +12,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from ledger.domain.api_keys import ApiKey, ApiKeyRole
+from ledger.domain.bank_statements import (
+    BankEntry,
+    BankStatement,
+    BankStatementLine,
+    MatchKind,
+    StatementMatch,
+    entry_reference,
+)
 from ledger.domain.errors import Conflict
 from ledger.domain.idempotency import IdempotencyRecord, RecordedResponse
 from ledger.domain.model import Account, AccountKind, AccountStatus, Ledger, LedgerKind, NormalSide
@@ -27,6 +35,7 @@ from ledger.domain.pending_transfers import (
 from ledger.domain.ports import (
     AccountRepository,
     ApiKeyRepository,
+    BankStatementRepository,
     ClearanceHoldRepository,
     IdempotencyRepository,
     LedgerRepository,
@@ -885,4 +894,315 @@ def _account_from_row(row: Any) -> Account:
         prevent_overdraft=row["prevent_overdraft"],
         chain_head=None if row["chain_head"] is None else bytes(row["chain_head"]),
         uncleared_credits=row["uncleared_credits"],
+    )
+
+
+class SqlAlchemyBankStatementRepository(BankStatementRepository):
+    def __init__(self, session: Session, tables: sa.MetaData) -> None:
+        self._session = session
+        self._statements = tables.tables["bank_statements"]
+        self._lines = tables.tables["bank_statement_lines"]
+        self._matches = tables.tables["statement_matches"]
+        self._transfers = tables.tables["transfers"]
+        self._postings = tables.tables["postings"]
+
+    def add(self, statement: BankStatement) -> None:
+        self._session.execute(
+            self._statements.insert().values(
+                id=statement.id,
+                tenant_id=statement.tenant_id,
+                ledger_id=statement.ledger_id,
+                bank_account_id=statement.bank_account_id,
+                previous_statement_id=statement.previous_statement_id,
+                period_start=statement.period_start,
+                period_end=statement.period_end,
+                opening_balance=statement.opening_balance,
+                closing_balance=statement.closing_balance,
+                line_count=statement.line_count,
+                imported_at=statement.imported_at,
+                actor=statement.actor,
+            )
+        )
+        if statement.lines:
+            self._session.execute(
+                self._lines.insert(),
+                [
+                    {
+                        "id": line.id,
+                        "tenant_id": statement.tenant_id,
+                        "statement_id": statement.id,
+                        "bank_account_id": statement.bank_account_id,
+                        "line_number": line.line_number,
+                        "line_date": line.date,
+                        "amount": line.amount,
+                        "reference": line.reference,
+                        "description": line.description,
+                    }
+                    for line in statement.lines
+                ],
+            )
+
+    def get(self, tenant_id: uuid.UUID, statement_id: uuid.UUID) -> BankStatement | None:
+        statements = self._statements
+        row = self._session.execute(
+            self._counted().where(statements.c.tenant_id == tenant_id, statements.c.id == statement_id)
+        ).one_or_none()
+        if row is None:
+            return None
+        matches: dict[uuid.UUID, list[StatementMatch]] = {}
+        for match_row in self._session.execute(
+            sa.select(self._matches)
+            .where(self._matches.c.statement_id == statement_id)
+            .order_by(self._matches.c.transfer_id)
+        ):
+            match = _match_from_row(match_row._mapping)
+            matches.setdefault(match.line_id, []).append(match)
+        lines = self._session.execute(
+            sa.select(self._lines).where(self._lines.c.statement_id == statement_id).order_by(self._lines.c.line_number)
+        )
+        with_lines = tuple(
+            _bank_line_from_row(line._mapping, matches=tuple(matches.get(line.id, ()))) for line in lines
+        )
+        return _statement_from_row(row._mapping, lines=with_lines)
+
+    def latest(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> BankStatement | None:
+        statements = self._statements
+        row = self._session.execute(
+            self._counted()
+            .where(statements.c.tenant_id == tenant_id, statements.c.bank_account_id == bank_account_id)
+            .order_by(statements.c.period_end.desc())
+            .limit(1)
+        ).one_or_none()
+        return None if row is None else _statement_from_row(row._mapping)
+
+    def first(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> BankStatement | None:
+        statements = self._statements
+        row = self._session.execute(
+            self._counted()
+            .where(statements.c.tenant_id == tenant_id, statements.c.bank_account_id == bank_account_id)
+            .order_by(statements.c.period_start)
+            .limit(1)
+        ).one_or_none()
+        return None if row is None else _statement_from_row(row._mapping)
+
+    def latest_ending_on_or_before(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, day: date
+    ) -> BankStatement | None:
+        statements = self._statements
+        row = self._session.execute(
+            self._counted()
+            .where(
+                statements.c.tenant_id == tenant_id,
+                statements.c.bank_account_id == bank_account_id,
+                statements.c.period_end <= day,
+            )
+            .order_by(statements.c.period_end.desc())
+            .limit(1)
+        ).one_or_none()
+        return None if row is None else _statement_from_row(row._mapping)
+
+    def list(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, *, after: tuple[date, uuid.UUID] | None, limit: int
+    ) -> Sequence[BankStatement]:
+        statements = self._statements
+        query = self._counted().where(statements.c.tenant_id == tenant_id, statements.c.ledger_id == ledger_id)
+        if after is not None:
+            query = query.where(sa.tuple_(statements.c.period_start, statements.c.id) > sa.tuple_(*after))
+        rows = self._session.execute(query.order_by(statements.c.period_start, statements.c.id).limit(limit))
+        return [_statement_from_row(row._mapping) for row in rows]
+
+    def add_matches(self, matches: Sequence[StatementMatch]) -> None:
+        if not matches:
+            return
+        inserted = self._session.execute(
+            pg_insert(self._matches)
+            .values(
+                [
+                    {
+                        "bank_account_id": match.bank_account_id,
+                        "transfer_id": match.transfer_id,
+                        "line_id": match.line_id,
+                        "statement_id": match.statement_id,
+                        "tenant_id": match.tenant_id,
+                        "ledger_id": match.ledger_id,
+                        "kind": match.kind.value,
+                        "matched_at": match.matched_at,
+                        "actor": match.actor,
+                    }
+                    for match in matches
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["bank_account_id", "transfer_id"])
+            .returning(self._matches.c.transfer_id)
+        ).all()
+        if len(inserted) != len(matches):
+            raise LedgerRuleViolation("a ledger entry is already matched to a bank line", code="entry_already_matched")
+
+    def unmatched_lines(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, dated_on_or_before: date | None
+    ) -> Sequence[BankStatementLine]:
+        lines, matches = self._lines, self._matches
+        query = sa.select(lines).where(
+            lines.c.tenant_id == tenant_id,
+            lines.c.bank_account_id == bank_account_id,
+            ~sa.exists().where(matches.c.line_id == lines.c.id),
+        )
+        if dated_on_or_before is not None:
+            query = query.where(lines.c.line_date <= dated_on_or_before)
+        rows = self._session.execute(query.order_by(lines.c.line_date, lines.c.statement_id, lines.c.line_number))
+        return [_bank_line_from_row(row._mapping, matches=()) for row in rows]
+
+    def unmatched_entries(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, effective_from: date | None, effective_to: date
+    ) -> Sequence[BankEntry]:
+        postings, matches = self._postings, self._matches
+        query = self._entries(tenant_id, bank_account_id).where(
+            postings.c.effective_date <= effective_to, matches.c.transfer_id.is_(None)
+        )
+        if effective_from is not None:
+            query = query.where(postings.c.effective_date >= effective_from)
+        return [_bank_entry_from_row(row._mapping) for row in self._session.execute(query)]
+
+    def entries_not_matched_by(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, effective_to: date, line_dated_on_or_before: date
+    ) -> Sequence[BankEntry]:
+        postings, matches, lines = self._postings, self._matches, self._lines
+        query = (
+            self._entries(tenant_id, bank_account_id)
+            .outerjoin(lines, lines.c.id == matches.c.line_id)
+            .where(
+                postings.c.effective_date <= effective_to,
+                sa.or_(matches.c.transfer_id.is_(None), lines.c.line_date > line_dated_on_or_before),
+            )
+        )
+        return [_bank_entry_from_row(row._mapping) for row in self._session.execute(query)]
+
+    def lines_matched_to_entries_after(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, dated_on_or_before: date, effective_after: date
+    ) -> Sequence[tuple[BankStatementLine, Sequence[BankEntry]]]:
+        lines, matches, postings = self._lines, self._matches, self._postings
+        straddling = (
+            sa.select(matches.c.line_id)
+            .join(lines, lines.c.id == matches.c.line_id)
+            .join(
+                postings,
+                sa.and_(
+                    postings.c.transfer_id == matches.c.transfer_id, postings.c.account_id == matches.c.bank_account_id
+                ),
+            )
+            .where(
+                matches.c.tenant_id == tenant_id,
+                matches.c.bank_account_id == bank_account_id,
+                lines.c.line_date <= dated_on_or_before,
+                postings.c.effective_date > effective_after,
+            )
+        )
+        line_rows = self._session.execute(
+            sa.select(lines)
+            .where(lines.c.id.in_(straddling))
+            .order_by(lines.c.line_date, lines.c.statement_id, lines.c.line_number)
+        ).all()
+        if not line_rows:
+            return []
+        entries: dict[uuid.UUID, list[BankEntry]] = {}
+        for row in self._session.execute(
+            self._entries(tenant_id, bank_account_id).where(matches.c.line_id.in_([row.id for row in line_rows]))
+        ):
+            entry = _bank_entry_from_row(row._mapping)
+            assert entry.matched_line_id is not None
+            entries.setdefault(entry.matched_line_id, []).append(entry)
+        return [(_bank_line_from_row(row._mapping, matches=()), entries.get(row.id, [])) for row in line_rows]
+
+    def _counted(self) -> sa.Select[Any]:
+        statements, matches = self._statements, self._matches
+        matched = (
+            sa.select(sa.func.count(sa.distinct(matches.c.line_id)))
+            .where(matches.c.statement_id == statements.c.id)
+            .scalar_subquery()
+        )
+        return sa.select(statements, matched.label("matched_line_count"))
+
+    def _entries(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> sa.Select[Any]:
+        """Postings on the bank account with their entry's header and match (if any), in a stable order."""
+        postings, transfers, matches = self._postings, self._transfers, self._matches
+        return (
+            sa.select(
+                postings.c.transfer_id,
+                postings.c.side,
+                postings.c.amount,
+                postings.c.effective_date,
+                postings.c.recorded_at,
+                transfers.c.kind,
+                transfers.c.description,
+                transfers.c.metadata,
+                matches.c.line_id,
+            )
+            .join(transfers, transfers.c.id == postings.c.transfer_id)
+            .outerjoin(
+                matches,
+                sa.and_(
+                    matches.c.bank_account_id == postings.c.account_id, matches.c.transfer_id == postings.c.transfer_id
+                ),
+            )
+            .where(postings.c.tenant_id == tenant_id, postings.c.account_id == bank_account_id)
+            .order_by(postings.c.effective_date, postings.c.recorded_at, postings.c.transfer_id)
+        )
+
+
+def _statement_from_row(row: Any, *, lines: tuple[BankStatementLine, ...] = ()) -> BankStatement:
+    return BankStatement(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        ledger_id=row["ledger_id"],
+        bank_account_id=row["bank_account_id"],
+        period_start=row["period_start"],
+        period_end=row["period_end"],
+        opening_balance=row["opening_balance"],
+        closing_balance=row["closing_balance"],
+        line_count=row["line_count"],
+        imported_at=row["imported_at"],
+        actor=row["actor"],
+        previous_statement_id=row["previous_statement_id"],
+        matched_line_count=row["matched_line_count"],
+        lines=lines,
+    )
+
+
+def _bank_line_from_row(row: Any, *, matches: tuple[StatementMatch, ...]) -> BankStatementLine:
+    return BankStatementLine(
+        id=row["id"],
+        statement_id=row["statement_id"],
+        line_number=row["line_number"],
+        date=row["line_date"],
+        amount=row["amount"],
+        reference=row["reference"],
+        description=row["description"],
+        matches=matches,
+    )
+
+
+def _match_from_row(row: Any) -> StatementMatch:
+    return StatementMatch(
+        line_id=row["line_id"],
+        transfer_id=row["transfer_id"],
+        statement_id=row["statement_id"],
+        bank_account_id=row["bank_account_id"],
+        tenant_id=row["tenant_id"],
+        ledger_id=row["ledger_id"],
+        kind=MatchKind(row["kind"]),
+        matched_at=row["matched_at"],
+        actor=row["actor"],
+    )
+
+
+def _bank_entry_from_row(row: Any) -> BankEntry:
+    return BankEntry(
+        transfer_id=row["transfer_id"],
+        kind=TransferKind(row["kind"]),
+        effective_date=row["effective_date"],
+        recorded_at=row["recorded_at"],
+        amount=row["amount"] if row["side"] == Side.DEBIT.value else -row["amount"],
+        description=row["description"],
+        reference=entry_reference(row["metadata"]),
+        matched_line_id=row["line_id"],
     )

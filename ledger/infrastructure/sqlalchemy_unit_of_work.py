@@ -15,6 +15,7 @@ from ledger.infrastructure.settings import LedgerSettings
 from ledger.infrastructure.sqlalchemy_repositories import (
     SqlAlchemyAccountRepository,
     SqlAlchemyApiKeyRepository,
+    SqlAlchemyBankStatementRepository,
     SqlAlchemyClearanceHoldRepository,
     SqlAlchemyIdempotencyRepository,
     SqlAlchemyLedgerRepository,
@@ -85,6 +86,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self.pending_transfers = SqlAlchemyPendingTransferRepository(session, self._tables)
         self.clearance_holds = SqlAlchemyClearanceHoldRepository(session, self._tables)
         self.period_locks = SqlAlchemyPeriodLockRepository(session, self._tables)
+        self.bank_statements = SqlAlchemyBankStatementRepository(session, self._tables)
         return self
 
     def __exit__(

@@ -2,7 +2,7 @@
 on or before its date.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-11-22
 """
 
@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from ledger.infrastructure.database_privileges import history_guard_trigger_name, history_guard_trigger_statement
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
