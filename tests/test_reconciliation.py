@@ -135,7 +135,8 @@ def test_a_month_with_its_statement_reconciles_three_ways(any_container: Contain
     assert result.balanced
     grouped = items_by_kind(result)
     assert sorted(grouped) == [ReconcilingItemKind.DEPOSIT_IN_TRANSIT, ReconcilingItemKind.OUTSTANDING_DISBURSEMENT]
-    assert [client.balance for client in result.clients] == [3_950_00, 1_000_00, 800_00]
+    # The transfer between clients of day 12 is reversed today, after the month: as of its end it stands.
+    assert [client.balance for client in result.clients] == [3_850_00, 1_100_00, 800_00]
 
 
 def test_each_seeded_discrepancy_is_its_own_reconciling_item(any_container: Container) -> None:
