@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
 from typing import Annotated
 
 import pydantic
@@ -18,6 +21,7 @@ from ledger.container import Container, build_container
 from ledger.domain.api_keys import ApiKeyRole
 from ledger.domain.errors import StartupCheckFailed
 from ledger.domain.model import DEFAULT_TENANT_ID
+from ledger.domain.trust_reports import Report
 from ledger.infrastructure.database_privileges import LeastPrivilegeFailed, migrate_with_least_privilege
 from ledger.infrastructure.embedded_postgres import EmbeddedPostgres
 from ledger.infrastructure.settings import CredentialSource, LedgerSettings
@@ -294,6 +298,166 @@ def checkpoint(
     settings = load_settings()
     with _service_container_for(settings) as container:
         code = write_checkpoints(container, settings, ledger_id=ledger_id)
+    raise typer.Exit(code)
+
+
+report_app = typer.Typer(help="Trust-accounting reports as JSON, CSV or a printable HTML page.")
+app.add_typer(report_app, name="report")
+
+FormatOption = Annotated[str, typer.Option("--format", help="json, csv or html")]
+OutputOption = Annotated[
+    Path | None, typer.Option("--output", help="write the report to this file [default: standard output]")
+]
+TenantOption = Annotated[uuid.UUID, typer.Option(help="the tenant that owns the ledger")]
+LedgerOption = Annotated[uuid.UUID, typer.Option("--ledger", help="the ledger id")]
+DateOption = Annotated[str, typer.Option(help="a date, YYYY-MM-DD")]
+
+
+def _date(text: str, name: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        structlog.get_logger("ledger.cli").error("invalid_date", option=name, expected="YYYY-MM-DD")
+        raise typer.Exit(EXIT_BAD_SETTINGS) from None
+
+
+def _write_report(build: Callable[[Container], Report], report_format: str, output: Path | None) -> None:
+    from ledger.domain.errors import DomainError
+    from ledger.report_formats import ReportFormat, render_report
+
+    try:
+        chosen = ReportFormat(report_format)
+    except ValueError:
+        structlog.get_logger("ledger.cli").error(
+            "invalid_report_format", format=report_format, expected="json, csv, html"
+        )
+        raise typer.Exit(EXIT_BAD_SETTINGS) from None
+    with _service_container() as container:
+        try:
+            report = build(container)
+        except DomainError as error:
+            structlog.get_logger("ledger.cli").error("report_refused", code=error.code, reason=error.message)
+            raise typer.Exit(EXIT_BAD_SETTINGS) from None
+    rendered = render_report(report, chosen)
+    text = json.dumps(rendered, indent=2) + "\n" if isinstance(rendered, dict) else rendered
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        structlog.get_logger("ledger.cli").info("report_written", kind=report.kind, path=str(output))
+
+
+@report_app.command("trust-listing")
+def report_trust_listing(
+    ledger_id: LedgerOption,
+    as_of: DateOption,
+    tenant: TenantOption = DEFAULT_TENANT_ID,
+    report_format: FormatOption = "json",
+    output: OutputOption = None,
+) -> None:
+    """Every client's balance as of a date, the total, firm funds and the bank book balance; shortfalls flagged."""
+    day = _date(as_of, "--as-of")
+    _write_report(lambda c: c.trust_report_service().trust_listing(tenant, ledger_id, day), report_format, output)
+
+
+@report_app.command("journal")
+def report_journal(
+    ledger_id: LedgerOption,
+    start: DateOption,
+    end: DateOption,
+    tenant: TenantOption = DEFAULT_TENANT_ID,
+    report_format: FormatOption = "json",
+    output: OutputOption = None,
+) -> None:
+    """Receipts and disbursements of the trust bank account in a period."""
+    first, last = _date(start, "--start"), _date(end, "--end")
+    _write_report(lambda c: c.trust_report_service().journal(tenant, ledger_id, first, last), report_format, output)
+
+
+@report_app.command("trial-balance")
+def report_trial_balance(
+    ledger_id: LedgerOption,
+    as_of: DateOption,
+    tenant: TenantOption = DEFAULT_TENANT_ID,
+    report_format: FormatOption = "json",
+    output: OutputOption = None,
+) -> None:
+    """Every account's debit or credit balance as of a date."""
+    day = _date(as_of, "--as-of")
+    _write_report(lambda c: c.trust_report_service().trial_balance(tenant, ledger_id, day), report_format, output)
+
+
+@report_app.command("client-ledger")
+def report_client_ledger(
+    account_id: Annotated[uuid.UUID, typer.Option("--account", help="the client account id")],
+    start: DateOption,
+    end: DateOption,
+    tenant: TenantOption = DEFAULT_TENANT_ID,
+    report_format: FormatOption = "json",
+    output: OutputOption = None,
+) -> None:
+    """One client's entries in a period with the running balance."""
+    first, last = _date(start, "--start"), _date(end, "--end")
+    _write_report(
+        lambda c: c.trust_report_service().client_ledger(tenant, account_id, first, last), report_format, output
+    )
+
+
+@report_app.command("reconciliation")
+def report_reconciliation(
+    ledger_id: LedgerOption,
+    as_of: DateOption,
+    tenant: TenantOption = DEFAULT_TENANT_ID,
+    report_format: FormatOption = "json",
+    output: OutputOption = None,
+) -> None:
+    """The three-way reconciliation as of a date, with every reconciling item."""
+    day = _date(as_of, "--as-of")
+    _write_report(lambda c: c.reconciliation_service().report(tenant, ledger_id, day), report_format, output)
+
+
+@app.command("sign-off")
+def sign_off(
+    ledger_id: LedgerOption,
+    as_of: DateOption,
+    tenant: TenantOption = DEFAULT_TENANT_ID,
+) -> None:
+    """Sign off the (balanced) reconciliation of a date: entries effective on or before it are refused from then on
+    (`period_locked`)."""
+    from ledger.domain.errors import DomainError
+
+    day = _date(as_of, "--as-of")
+    with _service_container() as container:
+        try:
+            record = container.reconciliation_service().sign_off(tenant, _operator(), ledger_id, day)
+        except DomainError as error:
+            structlog.get_logger("ledger.cli").error("sign_off_refused", code=error.code, reason=error.message)
+            raise typer.Exit(EXIT_CHECK_FAILED) from None
+    structlog.get_logger("ledger.cli").info(
+        "reconciliation_signed_off", ledger_id=str(ledger_id), as_of=day.isoformat(), actor=record.signed_off_by
+    )
+
+
+statements_app = typer.Typer(help="Bank statements of trust bank accounts (format: docs/bank-statements.md).")
+app.add_typer(statements_app, name="statements")
+
+
+@statements_app.command("import")
+def import_statement(
+    file: Annotated[Path, typer.Argument(help="the statement as CSV", dir_okay=False)],
+    ledger_id: Annotated[uuid.UUID, typer.Option("--ledger", help="the trust ledger")],
+    bank_account_id: Annotated[
+        uuid.UUID | None, typer.Option("--bank-account", help="the bank account [default: the ledger's only one]")
+    ] = None,
+) -> None:
+    """Import a bank statement and match its lines to ledger entries; print lines, matched and unmatched. Exit 1
+    when the statement is refused (the message names the line), 2 for an unknown ledger or bank account."""
+    from ledger.bank_statement_commands import import_statement_file
+
+    with _service_container() as container:
+        code = import_statement_file(
+            container, file, ledger_id=ledger_id, bank_account_id=bank_account_id, actor=_operator()
+        )
     raise typer.Exit(code)
 
 

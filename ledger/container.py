@@ -13,11 +13,15 @@ from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from ledger.domain.api_keys import ApiKeyService
+from ledger.domain.bank_statement_service import BankStatementService
 from ledger.domain.ledger_verification import LedgerVerificationService
 from ledger.domain.ledgers import AccountService, LedgerService, utc_now
+from ledger.domain.pending_transfer_service import PendingTransferService
+from ledger.domain.reconciliation_service import ReconciliationService
 from ledger.domain.transactions import RetryPolicy, TransactionRunner
 from ledger.domain.transfer_service import TransferService
 from ledger.domain.trust_operations import TrustService
+from ledger.domain.trust_reports import TrustReportService
 from ledger.infrastructure.database_engine import CredentialedConnector, create_database_engine
 from ledger.infrastructure.database_health import DatabaseStoreHealth
 from ledger.infrastructure.database_schema import build_metadata
@@ -156,6 +160,12 @@ class Container(containers.DeclarativeContainer):
         TrustService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
     )
     ledger_verification_service = providers.Factory(LedgerVerificationService, runner=transaction_runner)
+    trust_report_service = providers.Factory(TrustReportService, runner=transaction_runner)
+    reconciliation_service = providers.Factory(ReconciliationService, runner=transaction_runner)
+    pending_transfer_service = providers.Factory(
+        PendingTransferService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
+    )
+    bank_statement_service = providers.Factory(BankStatementService, runner=transaction_runner)
     api_key_service = providers.ThreadSafeSingleton(
         ApiKeyService,
         runner=transaction_runner,

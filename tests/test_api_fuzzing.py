@@ -1,7 +1,8 @@
 """Schemathesis over the service's own OpenAPI document: every operation, every check, on both adapters.
 
 Each operation gets the examples, coverage and fuzzing phases (positive and negative data), seeded so that a run is
-reproducible: at most 200 fuzzed examples per operation on the in-memory adapters, 25 on PostgreSQL. Every request
+reproducible: at most 60 fuzzed examples per operation on the in-memory adapters, 10 on PostgreSQL (about 50
+operations: the suite's time budget). Every request
 carries an admin key of the default tenant, every POST a fresh Idempotency-Key. Generated ids are replaced, most of
 the time, by ids of real ledgers (a funded trust ledger, a general one, a sandbox), their accounts and transfers, so
 that the fuzzer gets past the 404s into the ledger rules (test_fuzzing_reached_the_ledger_rules checks it did).
@@ -39,6 +40,7 @@ from ledger.api.app import create_app
 from ledger.container import Container, build_container, use_in_memory_adapters
 from ledger.domain.api_keys import ApiKeyRole
 from ledger.domain.model import DEFAULT_TENANT_ID, AccountKind, LedgerKind
+from ledger.domain.pending_transfers import PendingDraft
 from ledger.domain.transfers import PostingDraft, Side, TransferDraft
 from ledger.domain.trust_operations import TrustOperation, TrustOperationKind
 from ledger.infrastructure.database_credentials import DatabaseCredentials
@@ -46,8 +48,8 @@ from ledger.infrastructure.settings import LedgerSettings
 from tests.conftest import settings_with_secret_file
 from tests.http_clients import KeyedTestClient
 
-MEMORY_EXAMPLES = 200
-POSTGRES_EXAMPLES = 25
+MEMORY_EXAMPLES = 60
+POSTGRES_EXAMPLES = 10
 SEED = 20_261_121
 # The fuzzer sends thousands of requests with one key: the rate limiter must never be what answers.
 UNLIMITED: dict[str, Any] = {"rate_limit_per_second": 1e9, "rate_limit_burst": 10**9}
@@ -71,6 +73,12 @@ BANK, RICH, POOR, FIRM, CASH, FEES, SANDBOX_BANK, SANDBOX_EMPTY = ACCOUNTS
 # A large and a small deposit, the small one's reversal (trust ledger); a sale (general ledger).
 TRANSFERS = [stand_in(3, index) for index in range(4)]
 BIG_DEPOSIT, SMALL_DEPOSIT, REVERSAL, SALE = TRANSFERS
+# Pending transfers to post or void, uncleared deposits to clear, small deposits to return (bounce), a statement.
+PENDING = [stand_in(4, index) for index in range(6)]
+PENDING_TO_POST, PENDING_TO_VOID = PENDING[:3], PENDING[3:]
+UNCLEARED = [stand_in(5, index) for index in range(3)]
+RETURNABLE = [stand_in(6, index) for index in range(3)]
+STATEMENTS = [stand_in(7, 0)]
 
 
 def memory_settings() -> LedgerSettings:
@@ -108,6 +116,12 @@ def fuzz_config(max_examples: int) -> schemathesis.Config:
                 "banks": {"values": [BANK]},
                 "transfers": {"values": TRANSFERS},
                 "reversible": {"values": [SALE, SMALL_DEPOSIT, REVERSAL]},
+                "pending": {"values": PENDING},
+                "pending-to-post": {"values": PENDING_TO_POST},
+                "pending-to-void": {"values": PENDING_TO_VOID},
+                "uncleared": {"values": UNCLEARED},
+                "returnable": {"values": RETURNABLE},
+                "statements": {"values": STATEMENTS},
             },
             "parameters": {
                 "path.ledger_id": real("ledgers"),
@@ -119,8 +133,29 @@ def fuzz_config(max_examples: int) -> schemathesis.Config:
                 "body.from_client_account_id": real("clients"),
                 "body.to_client_account_id": real("other-clients"),
                 "body.bank_account_id": real("banks"),
+                "body.debit_account_id": real("clients"),
+                "body.credit_account_id": real("other-clients"),
+                "path.pending_id": real("pending"),
+                "path.statement_id": real("statements"),
             },
+            # The first entry an operation matches is the one that applies: specific operations come first.
             "operations": [
+                {
+                    "include-name": "POST /v1/deposits/{transfer_id}/clearance",
+                    "parameters": {"path.transfer_id": real("uncleared")},
+                },
+                {
+                    "include-name": "POST /v1/deposits/{transfer_id}/return",
+                    "parameters": {"path.transfer_id": real("returnable")},
+                },
+                {
+                    "include-name": "POST /v1/pending-transfers/{pending_id}/post",
+                    "parameters": {"path.pending_id": real("pending-to-post")},
+                },
+                {
+                    "include-name": "POST /v1/pending-transfers/{pending_id}/void",
+                    "parameters": {"path.pending_id": real("pending-to-void")},
+                },
                 {"include-tag": "trust operations", "parameters": {"path.ledger_id": real("trust-ledgers")}},
                 {
                     "include-name": "POST /v1/ledgers/{ledger_id}/accounts",
@@ -133,6 +168,10 @@ def fuzz_config(max_examples: int) -> schemathesis.Config:
                 {
                     "include-name": "POST /v1/transfers/{transfer_id}/reversal",
                     "parameters": {"path.transfer_id": real("reversible")},
+                },
+                {
+                    "include-name": "POST /v1/ledgers/{ledger_id}/pending-transfers",
+                    "parameters": {"path.ledger_id": real("trust-ledgers")},
                 },
             ],
             "generation": {
@@ -300,10 +339,39 @@ def populate(container: Container) -> tuple[str, dict[str, str]]:
     sandbox_bank = open_account(sandbox, "bank", AccountKind.BANK)
     sandbox_empty = open_account(sandbox, "client-empty", AccountKind.CLIENT)
 
+    pending_service = container.pending_transfer_service()
+    pending = [
+        pending_service.create(tenant, actor, PendingDraft(trust_ledger, rich, poor, amount=1_00)).id
+        for _ in PENDING
+    ]
+    uncleared = [
+        trust_operation(TrustOperationKind.DEPOSIT, trust_ledger, 2_00, client_account_id=rich, cleared=False)
+        for _ in UNCLEARED
+    ]
+    bouncer = open_account(trust_ledger, "client-bouncing", AccountKind.CLIENT)
+    returnable = [
+        trust_operation(TrustOperationKind.DEPOSIT, trust_ledger, 3_00, client_account_id=bouncer)
+        for _ in RETURNABLE
+    ]
+    # A statement in a ledger of its own: the example statement of the document stays importable elsewhere.
+    statements_ledger = ledgers.open_ledger(tenant, name="Fuzz statements", currency="USD").id
+    open_account(statements_ledger, "bank", AccountKind.BANK)
+    statement = container.bank_statement_service().import_statement(
+        tenant,
+        statements_ledger,
+        "period_start,2026-01-01\nperiod_end,2026-01-31\nopening_balance,0.00\nclosing_balance,0.00\n"
+        "date,amount,reference,description\n",
+        actor,
+    )
+
     real = [
         *zip(LEDGERS, [trust_ledger, general, sandbox], strict=True),
         *zip(ACCOUNTS, [bank, rich, poor, firm, cash, fees, sandbox_bank, sandbox_empty], strict=True),
         *zip(TRANSFERS, [big_deposit, small_deposit, reversal, sale], strict=True),
+        *zip(PENDING, pending, strict=True),
+        *zip(UNCLEARED, uncleared, strict=True),
+        *zip(RETURNABLE, returnable, strict=True),
+        *zip(STATEMENTS, [statement.id], strict=True),
     ]
     return token, {stand: str(real_id) for stand, real_id in real}
 
@@ -420,7 +488,7 @@ def test_every_operation_on_postgres(case: schemathesis.Case[Any], postgres_targ
 
 
 def test_fuzzing_reached_the_ledger_rules() -> None:
-    """The stand-ins work: on the in-memory run, with 200 examples, every operation had at least one success, so
+    """The stand-ins work: on the in-memory run, with 60 examples, every operation had at least one success, so
     the fuzzer got past authentication, validation and the 404s into the ledger. Checks the operations fuzzed in this
     process (all of them in a plain run; under xdist those of this worker, or none: then it skips)."""
     fuzzed = {label: statuses for (name, label), statuses in STATUSES.items() if name == "memory"}

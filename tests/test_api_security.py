@@ -42,6 +42,14 @@ TOKEN_PATTERN = re.compile(r"^tlk_([a-z0-9]{16})\.([A-Za-z0-9_-]{43})$")
 CLI_TIMEOUT_SECONDS = 120.0
 MAX_RETRY_AFTER_SECONDS = 5
 FUNDED = 100_00
+FIRST_STATEMENT = (
+    "period_start,2025-01-01\nperiod_end,2025-01-31\nopening_balance,0.00\nclosing_balance,10.00\n"
+    "date,amount,reference,description\n2025-01-15,10.00,,Interest\n"
+)
+NEXT_STATEMENT = (
+    "period_start,2025-02-01\nperiod_end,2025-02-28\nopening_balance,10.00\nclosing_balance,10.00\n"
+    "date,amount,reference,description\n"
+)
 
 Headers = dict[str, str]
 
@@ -107,6 +115,11 @@ class World:
     firm_id: str
     deposit_id: str
     reversible_id: str
+    pending_to_post_id: str
+    pending_to_void_id: str
+    uncleared_deposit_id: str
+    returnable_deposit_id: str
+    bank_statement_id: str
 
     @classmethod
     def phantom(cls) -> World:
@@ -143,6 +156,13 @@ def build_world(client: TestClient, token: str) -> World:
     deposits = f"/v1/ledgers/{ledger_id}/deposits"
     deposit_id = post(client, deposits, {"client_account_id": client1_id, "amount": FUNDED}, token)["id"]
     reversible_id = post(client, deposits, {"client_account_id": client2_id, "amount": 5_00}, token)["id"]
+    uncleared_id = post(client, deposits, {"client_account_id": client2_id, "amount": 3_00, "cleared": False}, token)
+    returnable_id = post(client, deposits, {"client_account_id": client2_id, "amount": 2_00}, token)["id"]
+    pending = f"/v1/ledgers/{ledger_id}/pending-transfers"
+    reservation = {"debit_account_id": client1_id, "credit_account_id": client2_id, "amount": 1_00}
+    pending_to_post_id = post(client, pending, reservation, token)["id"]
+    pending_to_void_id = post(client, pending, reservation, token)["id"]
+    statement = post(client, f"/v1/ledgers/{ledger_id}/bank-statements", {"csv": FIRST_STATEMENT}, token)
     return World(
         ledger_id=str(ledger_id),
         bank_id=bank_id,
@@ -152,6 +172,11 @@ def build_world(client: TestClient, token: str) -> World:
         firm_id=firm_id,
         deposit_id=str(deposit_id),
         reversible_id=str(reversible_id),
+        pending_to_post_id=str(pending_to_post_id),
+        pending_to_void_id=str(pending_to_void_id),
+        uncleared_deposit_id=str(uncleared_id["id"]),
+        returnable_deposit_id=str(returnable_id),
+        bank_statement_id=str(statement["id"]),
     )
 
 
@@ -233,10 +258,49 @@ OPERATIONS: dict[tuple[str, str], Callable[[World], Call]] = {
         {"ledger_id": w.ledger_id}, {"bank_account_id": w.bank_id, "amount": 50}
     ),
     ("GET", "/v1/ledgers/{ledger_id}/verification"): lambda w: Call({"ledger_id": w.ledger_id}),
+    ("POST", "/v1/ledgers/{ledger_id}/pending-transfers"): lambda w: Call(
+        {"ledger_id": w.ledger_id}, {"debit_account_id": w.client1_id, "credit_account_id": w.client2_id, "amount": 1}
+    ),
+    ("GET", "/v1/pending-transfers/{pending_id}"): lambda w: Call({"pending_id": w.pending_to_post_id}),
+    ("POST", "/v1/pending-transfers/{pending_id}/post"): lambda w: Call(
+        {"pending_id": w.pending_to_post_id}, {"amount": 50}
+    ),
+    ("POST", "/v1/pending-transfers/{pending_id}/void"): lambda w: Call({"pending_id": w.pending_to_void_id}, {}),
+    ("POST", "/v1/ledgers/{ledger_id}/pending-transfers/expiry"): lambda w: Call({"ledger_id": w.ledger_id}),
+    ("POST", "/v1/deposits/{transfer_id}/clearance"): lambda w: Call({"transfer_id": w.uncleared_deposit_id}, {}),
+    ("POST", "/v1/deposits/{transfer_id}/return"): lambda w: Call(
+        {"transfer_id": w.returnable_deposit_id}, {"description": "bounced cheque"}
+    ),
+    ("GET", "/v1/ledgers/{ledger_id}/reports/trust-listing"): lambda w: Call(
+        {"ledger_id": w.ledger_id}, query={"as_of": "2999-12-31"}
+    ),
+    ("GET", "/v1/ledgers/{ledger_id}/reports/journal"): lambda w: Call(
+        {"ledger_id": w.ledger_id}, query={"start": "2000-01-01", "end": "2999-12-31"}
+    ),
+    ("GET", "/v1/ledgers/{ledger_id}/reports/trial-balance"): lambda w: Call(
+        {"ledger_id": w.ledger_id}, query={"as_of": "2999-12-31"}
+    ),
+    ("GET", "/v1/accounts/{account_id}/reports/client-ledger"): lambda w: Call(
+        {"account_id": w.client1_id}, query={"start": "2000-01-01", "end": "2999-12-31"}
+    ),
+    ("POST", "/v1/ledgers/{ledger_id}/bank-statements"): lambda w: Call(
+        {"ledger_id": w.ledger_id}, {"csv": NEXT_STATEMENT}
+    ),
+    ("GET", "/v1/ledgers/{ledger_id}/bank-statements"): lambda w: Call({"ledger_id": w.ledger_id}),
+    ("GET", "/v1/bank-statements/{statement_id}"): lambda w: Call({"statement_id": w.bank_statement_id}),
+    ("POST", "/v1/ledgers/{ledger_id}/bank-statements/matching"): lambda w: Call({"ledger_id": w.ledger_id}, {}),
+    ("GET", "/v1/ledgers/{ledger_id}/unmatched"): lambda w: Call(
+        {"ledger_id": w.ledger_id}, query={"as_of": "2025-12-31"}
+    ),
 }
 
 SUCCESS_STATUS = {
     ("POST", "/v1/accounts/{account_id}/close"): 200,
+    ("POST", "/v1/pending-transfers/{pending_id}/post"): 200,
+    ("POST", "/v1/pending-transfers/{pending_id}/void"): 200,
+    ("POST", "/v1/ledgers/{ledger_id}/pending-transfers/expiry"): 200,
+    ("POST", "/v1/deposits/{transfer_id}/clearance"): 200,
+    ("POST", "/v1/ledgers/{ledger_id}/bank-statements/matching"): 200,
 }
 
 

@@ -93,6 +93,8 @@ def change_statement(operation: str, table: str) -> sql.Composable:
 def written_history(service_database: DatabaseCredentials, tmp_path_factory: pytest.TempPathFactory) -> uuid.UUID:
     """A ledger with a posted transfer and its idempotency record, written through the API as the service role:
     every history table has rows (a refused statement is refused with something to change)."""
+    from datetime import UTC, datetime, timedelta
+
     from fastapi.testclient import TestClient
 
     from ledger.api.app import create_app
@@ -108,17 +110,39 @@ def written_history(service_database: DatabaseCredentials, tmp_path_factory: pyt
         )
         with TestClient(create_app(container), headers={"Authorization": f"Bearer {token}"}) as client:
 
-            def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            def post(path: str, body: dict[str, Any], status: int = 201) -> dict[str, Any]:
                 response = client.post(path, json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
-                assert response.status_code == 201, response.text
+                assert response.status_code == status, response.text
                 result: dict[str, Any] = response.json()
                 return result
+
+            yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+            # A ledger with nothing in it reconciles, so its yesterday can be signed off.
+            empty = post("/v1/ledgers", {"name": "Signed off", "currency": "USD"})
+            post(f"/v1/ledgers/{empty['id']}/accounts", {"code": "bank", "name": "Trust bank", "kind": "bank"})
+            post(f"/v1/ledgers/{empty['id']}/reconciliation/sign-offs", {"as_of": yesterday})
 
             ledger = post("/v1/ledgers", {"name": "Least privilege", "currency": "USD"})
             accounts = f"/v1/ledgers/{ledger['id']}/accounts"
             post(accounts, {"code": "bank", "name": "Trust bank", "kind": "bank"})
             client_account = post(accounts, {"code": "alice", "name": "Alice", "kind": "client"})
+            other = post(accounts, {"code": "bob", "name": "Bob", "kind": "client"})
             post(f"/v1/ledgers/{ledger['id']}/deposits", {"client_account_id": client_account["id"], "amount": 500})
+            uncleared = post(
+                f"/v1/ledgers/{ledger['id']}/deposits",
+                {"client_account_id": client_account["id"], "amount": 300, "cleared": False},
+            )
+            post(f"/v1/deposits/{uncleared['id']}/clearance", {}, status=200)
+            pending = post(
+                f"/v1/ledgers/{ledger['id']}/pending-transfers",
+                {"debit_account_id": client_account["id"], "credit_account_id": other["id"], "amount": 100},
+            )
+            post(f"/v1/pending-transfers/{pending['id']}/post", {}, status=200)
+            statement = (
+                f"period_start,{yesterday}\nperiod_end,{yesterday}\nopening_balance,0.00\nclosing_balance,5.00\n"
+                f"date,amount,reference,description\n{yesterday},5.00,,deposit\n"
+            )
+            post(f"/v1/ledgers/{ledger['id']}/bank-statements", {"csv": statement})
     finally:
         container.shutdown_resources()
     return uuid.UUID(ledger["id"])

@@ -18,11 +18,11 @@ from ledger.api.authentication import RateLimiter
 from ledger.api.problems import install_problem_handlers, install_problem_schema
 from ledger.api.request_context import RequestContextMiddleware
 from ledger.api.request_guards import RequestGuardMiddleware
-from ledger.api.routers import health, ledgers, transfers, verification
+from ledger.api.routers import bank_statements, health, ledgers, pending_transfers, reports, transfers, verification
 from ledger.domain.errors import StartupCheckFailed
 from ledger.domain.ports import StoreHealth
 
-ROUTER_MODULES = [health, ledgers, transfers, verification]
+ROUTER_MODULES = [health, ledgers, transfers, pending_transfers, bank_statements, reports, verification]
 
 
 def report_startup_check(store_health: StoreHealth) -> None:

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from ledger.domain.bank_statements import (
+    BankEntry,
+    BankStatement,
+    BankStatementLine,
+    MatchKind,
+    StatementBalance,
+    StatementMatch,
+    UnmatchedItems,
+)
 from ledger.domain.ledger_verification import VerificationReport
 from ledger.domain.model import (
     MAX_CODE_LENGTH,
@@ -21,6 +31,8 @@ from ledger.domain.model import (
     NormalSide,
 )
 from ledger.domain.money import MAX_AMOUNT_MINOR_UNITS
+from ledger.domain.pending_transfers import MAX_PENDING_SECONDS, ClearanceHold, PendingTransfer
+from ledger.domain.reconciliation import ReconciliationSignOff
 from ledger.domain.transfer_service import PointInTimeBalance
 from ledger.domain.transfers import (
     MAX_DESCRIPTION_LENGTH,
@@ -97,8 +109,12 @@ class Balances(BaseModel):
     posted_credits: int
     pending_debits: int
     pending_credits: int
+    uncleared: int = Field(description="deposits booked but not yet cleared by the bank, minor units")
     posted: int = Field(description="balance in the account's normal direction, minor units")
-    available: int = Field(description="posted balance less pending debits against it, minor units")
+    available: int = Field(
+        description="posted balance less pending debits against it and uncleared deposits, minor units"
+    )
+    shortfall: int = Field(description="how far the posted balance is below zero (a trust shortfall), minor units")
 
 
 class AccountOut(BaseModel):
@@ -128,8 +144,10 @@ class AccountOut(BaseModel):
                 posted_credits=account.posted_credits,
                 pending_debits=account.pending_debits,
                 pending_credits=account.pending_credits,
+                uncleared=account.uncleared_credits,
                 posted=account.posted_balance,
                 available=account.available_balance,
+                shortfall=account.shortfall,
             ),
             status=account.status,
             prevent_overdraft=account.prevent_overdraft,
@@ -307,7 +325,7 @@ class TrustOperationBase(BaseModel):
         )
 
 
-class ClientDeposit(TrustOperationBase):
+class ClientMovement(TrustOperationBase):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -330,12 +348,144 @@ class ClientDeposit(TrustOperationBase):
         return self._operation(kind, ledger_id, client=self.client_account_id, bank=self.bank_account_id)
 
 
-class ClientDisbursement(ClientDeposit):
+class ClientDeposit(ClientMovement):
+    cleared: bool = Field(
+        default=True,
+        strict=True,
+        description="false for funds the bank has not cleared yet (a cheque): booked at once, but not in the "
+        "client's available funds until POST /v1/deposits/{id}/clearance",
+    )
+
+    def to_operation(self, kind: TrustOperationKind, ledger_id: uuid.UUID) -> TrustOperation:
+        return replace(super().to_operation(kind, ledger_id), cleared=self.cleared)
+
+
+class ClientDisbursement(ClientMovement):
     pass
 
 
-class EarnedFee(ClientDeposit):
+class EarnedFee(ClientMovement):
     pass
+
+
+class DepositReturn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: Description
+    effective_date: EffectiveDate
+
+
+class ClearanceOut(BaseModel):
+    deposit_transfer_id: uuid.UUID
+    client_account_id: uuid.UUID
+    amount: int
+    state: str = Field(description="uncleared, cleared, returned or reversed")
+    resolved_at: datetime | None
+    resolved_by: str | None
+
+    @classmethod
+    def of(cls, hold: ClearanceHold) -> ClearanceOut:
+        return cls(
+            deposit_transfer_id=hold.deposit_transfer_id,
+            client_account_id=hold.client_account_id,
+            amount=hold.amount,
+            state="uncleared" if hold.outcome is None else hold.outcome.kind.value,
+            resolved_at=None if hold.outcome is None else hold.outcome.recorded_at,
+            resolved_by=None if hold.outcome is None else hold.outcome.actor,
+        )
+
+
+class PendingTransferCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "debit_account_id": "3c7d2f4a-1b2c-4d5e-8f90-a1b2c3d4e5f6",
+                    "credit_account_id": "7a1b2c3d-4e5f-4a6b-9c8d-0e1f2a3b4c5d",
+                    "amount": 120000,
+                    "description": "escrow for closing",
+                    "timeout_seconds": 86400,
+                }
+            ]
+        },
+    )
+
+    debit_account_id: uuid.UUID
+    credit_account_id: uuid.UUID
+    amount: Amount
+    description: Description
+    metadata: Metadata
+    timeout_seconds: int | None = Field(
+        default=None,
+        strict=True,
+        ge=1,
+        le=MAX_PENDING_SECONDS,
+        description="after this many seconds it can no longer be posted, and the expiry sweep releases it",
+    )
+
+
+class PendingPost(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Amount | None = Field(default=None, description="post this much (default: all of it); the rest is released")
+
+
+class PendingVoid(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PendingOutcomeOut(BaseModel):
+    kind: str
+    amount_posted: int
+    transfer_id: uuid.UUID | None
+    recorded_at: datetime
+    actor: str
+
+
+class PendingTransferOut(BaseModel):
+    id: uuid.UUID
+    ledger_id: uuid.UUID
+    debit_account_id: uuid.UUID
+    credit_account_id: uuid.UUID
+    amount: int
+    description: str
+    metadata: dict[str, Any]
+    state: str = Field(description="pending, posted, voided or expired")
+    created_at: datetime
+    expires_at: datetime | None
+    actor: str
+    outcome: PendingOutcomeOut | None
+
+    @classmethod
+    def of(cls, pending: PendingTransfer) -> PendingTransferOut:
+        outcome = pending.outcome
+        return cls(
+            id=pending.id,
+            ledger_id=pending.ledger_id,
+            debit_account_id=pending.debit_account_id,
+            credit_account_id=pending.credit_account_id,
+            amount=pending.amount,
+            description=pending.description,
+            metadata=dict(pending.metadata),
+            state=pending.state.value,
+            created_at=pending.created_at,
+            expires_at=pending.expires_at,
+            actor=pending.actor,
+            outcome=None
+            if outcome is None
+            else PendingOutcomeOut(
+                kind=outcome.kind.value,
+                amount_posted=outcome.amount_posted,
+                transfer_id=outcome.transfer_id,
+                recorded_at=outcome.recorded_at,
+                actor=outcome.actor,
+            ),
+        )
+
+
+class ExpiryOut(BaseModel):
+    expired: int = Field(description="pending transfers whose time was up and were released now")
 
 
 class ClientTransfer(TrustOperationBase):
@@ -457,4 +607,235 @@ class VerificationReportOut(BaseModel):
                 )
                 for finding in report.findings
             ],
+        )
+
+
+class SignOffCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"as_of": "2026-10-31"}]})
+
+    as_of: IsoDate = Field(description="the reconciliation date to sign off (a day that has ended)")
+
+
+class SignOffOut(BaseModel):
+    id: uuid.UUID
+    ledger_id: uuid.UUID
+    as_of: date
+    signed_off_at: datetime
+    signed_off_by: str
+    report: dict[str, Any] = Field(
+        description="the reconciliation as it stood when signed off (figures in minor units)"
+    )
+
+    @classmethod
+    def of(cls, sign_off: ReconciliationSignOff) -> SignOffOut:
+        return cls(
+            id=sign_off.id,
+            ledger_id=sign_off.ledger_id,
+            as_of=sign_off.as_of,
+            signed_off_at=sign_off.signed_off_at,
+            signed_off_by=sign_off.signed_off_by,
+            report=dict(sign_off.report),
+        )
+
+
+STATEMENT_EXAMPLE = (
+    "period_start,2026-10-01\n"
+    "period_end,2026-10-31\n"
+    "opening_balance,10000.00\n"
+    "closing_balance,12405.00\n"
+    "date,amount,reference,description\n"
+    "2026-10-02,1250.00,DEP-1001,Deposit slip 1001\n"
+    "2026-10-06,1520.00,,Wire from Garcia\n"
+    "2026-10-19,-340.00,CHQ-1187,Cheque 1187\n"
+    "2026-10-31,-25.00,,Monthly account fee\n"
+)
+
+
+class BankStatementImport(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"csv": STATEMENT_EXAMPLE}]},
+    )
+
+    csv: str = Field(
+        min_length=1,
+        description="the statement as CSV text (UTF-8, in the JSON string): four rows period_start, period_end, "
+        "opening_balance, closing_balance (name,value), then the header row date,amount,reference,description and "
+        "one row per bank line; dates YYYY-MM-DD, amounts with exactly the currency's fraction digits (1250.00), "
+        "positive into the bank, negative out of it. See docs/bank-statements.md.",
+    )
+    bank_account_id: uuid.UUID | None = Field(default=None, description="default: the ledger's one bank account")
+
+
+class StatementRematch(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}]})
+
+    bank_account_id: uuid.UUID | None = Field(default=None, description="default: the ledger's one bank account")
+
+
+class StatementMatchOut(BaseModel):
+    transfer_id: uuid.UUID
+    kind: MatchKind = Field(description="amount_and_date, reference, or deposit_slip (one of several receipts)")
+    matched_at: datetime
+    actor: str
+
+    @classmethod
+    def of(cls, match: StatementMatch) -> StatementMatchOut:
+        return cls(transfer_id=match.transfer_id, kind=match.kind, matched_at=match.matched_at, actor=match.actor)
+
+
+class BankStatementLineOut(BaseModel):
+    id: uuid.UUID
+    statement_id: uuid.UUID
+    line_number: int = Field(description="the line of the CSV it came from (1-based)")
+    date: date
+    amount: int = Field(description="minor units: positive into the bank, negative out of it")
+    reference: str
+    description: str
+    matched: bool
+    matches: list[StatementMatchOut]
+
+    @classmethod
+    def of(cls, line: BankStatementLine) -> BankStatementLineOut:
+        return cls(
+            id=line.id,
+            statement_id=line.statement_id,
+            line_number=line.line_number,
+            date=line.date,
+            amount=line.amount,
+            reference=line.reference,
+            description=line.description,
+            matched=line.matched,
+            matches=[StatementMatchOut.of(match) for match in line.matches],
+        )
+
+
+class BankStatementSummaryOut(BaseModel):
+    id: uuid.UUID
+    ledger_id: uuid.UUID
+    bank_account_id: uuid.UUID
+    previous_statement_id: uuid.UUID | None
+    period_start: date
+    period_end: date
+    opening_balance: int
+    closing_balance: int
+    line_count: int
+    matched_line_count: int
+    unmatched_line_count: int
+    imported_at: datetime
+    actor: str
+
+    @classmethod
+    def of(cls, statement: BankStatement) -> BankStatementSummaryOut:
+        return cls(
+            id=statement.id,
+            ledger_id=statement.ledger_id,
+            bank_account_id=statement.bank_account_id,
+            previous_statement_id=statement.previous_statement_id,
+            period_start=statement.period_start,
+            period_end=statement.period_end,
+            opening_balance=statement.opening_balance,
+            closing_balance=statement.closing_balance,
+            line_count=statement.line_count,
+            matched_line_count=statement.matched_line_count,
+            unmatched_line_count=statement.unmatched_line_count,
+            imported_at=statement.imported_at,
+            actor=statement.actor,
+        )
+
+
+class BankStatementOut(BankStatementSummaryOut):
+    lines: list[BankStatementLineOut]
+
+    @classmethod
+    def of(cls, statement: BankStatement) -> BankStatementOut:
+        return cls(
+            **BankStatementSummaryOut.of(statement).model_dump(),
+            lines=[BankStatementLineOut.of(line) for line in statement.lines],
+        )
+
+
+class BankStatementPage(BaseModel):
+    items: list[BankStatementSummaryOut]
+    next_cursor: str | None
+
+
+class RematchOut(BaseModel):
+    matched_entries: int = Field(description="ledger entries matched to earlier unmatched bank lines now")
+    matched_lines: int
+
+
+class StatementBalanceOut(BaseModel):
+    statement_id: uuid.UUID
+    period_end: date = Field(description="the bank's cut-off: the closing balance covers every line up to this day")
+    closing_balance: int
+    first_opening_balance: int = Field(description="the opening balance of the bank account's first statement")
+    first_period_start: date
+
+    @classmethod
+    def of(cls, balance: StatementBalance) -> StatementBalanceOut:
+        return cls(
+            statement_id=balance.statement_id,
+            period_end=balance.period_end,
+            closing_balance=balance.closing_balance,
+            first_opening_balance=balance.first_opening_balance,
+            first_period_start=balance.first_period_start,
+        )
+
+
+class UnmatchedEntryOut(BaseModel):
+    transfer_id: uuid.UUID
+    kind: TransferKind
+    effective_date: date
+    amount: int = Field(description="minor units from the bank's view: a receipt positive, a payment negative")
+    reference: str | None
+    description: str
+    recorded_at: datetime
+    matched_line_id: uuid.UUID | None = Field(
+        description="set when the entry is matched to a line after the statement's cut-off, or to a deposit slip "
+        "with a receipt booked after as_of"
+    )
+
+    @classmethod
+    def of(cls, entry: BankEntry) -> UnmatchedEntryOut:
+        return cls(
+            transfer_id=entry.transfer_id,
+            kind=entry.kind,
+            effective_date=entry.effective_date,
+            amount=entry.amount,
+            reference=entry.reference,
+            description=entry.description,
+            recorded_at=entry.recorded_at,
+            matched_line_id=entry.matched_line_id,
+        )
+
+
+class UnmatchedOut(BaseModel):
+    ledger_id: uuid.UUID
+    bank_account_id: uuid.UUID
+    as_of: date
+    statement: StatementBalanceOut | None = Field(
+        description="the latest statement ending on or before as_of (null: none yet)"
+    )
+    bank_lines: list[BankStatementLineOut] = Field(
+        description="bank lines up to the statement's cut-off with no entry in the books as of as_of"
+    )
+    bank_lines_total: int
+    ledger_entries: list[UnmatchedEntryOut] = Field(
+        description="bank-account entries effective on or before as_of that the statement does not show: deposits "
+        "in transit (positive), outstanding payments (negative)"
+    )
+    ledger_entries_total: int
+
+    @classmethod
+    def of(cls, items: UnmatchedItems) -> UnmatchedOut:
+        return cls(
+            ledger_id=items.ledger_id,
+            bank_account_id=items.bank_account_id,
+            as_of=items.as_of,
+            statement=None if items.statement is None else StatementBalanceOut.of(items.statement),
+            bank_lines=[BankStatementLineOut.of(line) for line in items.bank_lines],
+            bank_lines_total=items.bank_lines_total,
+            ledger_entries=[UnmatchedEntryOut.of(entry) for entry in items.ledger_entries],
+            ledger_entries_total=items.ledger_entries_total,
         )

@@ -143,10 +143,20 @@ class _AccountChainState:
         self.head = posting.chain_hash
         self.last_transfer_id = transfer.id
 
-    def finish(self) -> None:
+    def finish(self, open_pending: tuple[int, int], open_uncleared: int) -> None:
         account = self.account
         counters = (account.posted_debits, account.posted_credits, account.version)
         recomputed = (self.debits, self.credits, self.version)
+        reserved = (account.pending_debits, account.pending_credits, account.uncleared_credits)
+        if reserved != (*open_pending, open_uncleared):
+            self.finding(
+                FindingKind.COUNTER_MISMATCH,
+                "the account row says pending debits/credits/uncleared "
+                f"{reserved[0]}/{reserved[1]}/{reserved[2]}, its open pending transfers and holds add up to "
+                f"{open_pending[0]}/{open_pending[1]}/{open_uncleared}",
+                self.last_transfer_id,
+                account.version,
+            )
         if counters != recomputed:
             self.finding(
                 FindingKind.COUNTER_MISMATCH,
@@ -274,8 +284,10 @@ class LedgerVerificationService:
                 on_progress(checked, total)
         if on_progress is not None:
             on_progress(checked, total)
-        for state in states.values():
-            state.finish()
+        open_pending = uow.pending_transfers.open_amounts(tenant_id, ledger_id)
+        open_uncleared = uow.clearance_holds.open_amounts(tenant_id, ledger_id)
+        for account_id, state in states.items():
+            state.finish(open_pending.get(account_id, (0, 0)), open_uncleared.get(account_id, 0))
             findings.extend(state.findings)
         findings.extend(
             Finding(

@@ -108,6 +108,8 @@ class Account:
     prevent_overdraft: bool = True
     # The hash of the newest posting (None before the first one): see ledger.domain.posting_chain.
     chain_head: bytes | None = None
+    # Deposits booked but not yet cleared by the bank: in the book balance, not in the available funds.
+    uncleared_credits: int = 0
 
     @property
     def posted_balance(self) -> int:
@@ -118,7 +120,13 @@ class Account:
 
     @property
     def available_balance(self) -> int:
-        """Pending debits count against the account, pending credits do not count for it yet."""
+        """Pending debits count against the account, pending credits and uncleared deposits do not count for it
+        yet."""
         if self.normal_side is NormalSide.DEBIT:
-            return self.posted_debits - self.posted_credits - self.pending_credits
-        return self.posted_credits - self.posted_debits - self.pending_debits
+            return self.posted_debits - self.posted_credits - self.pending_credits - self.uncleared_credits
+        return self.posted_credits - self.posted_debits - self.pending_debits - self.uncleared_credits
+
+    @property
+    def shortfall(self) -> int:
+        """How far a client's (or firm's) book balance is below zero: money owed back into trust."""
+        return max(0, -self.posted_balance)

@@ -11,7 +11,9 @@ from datetime import date, datetime
 from ledger.domain.errors import InvalidRequest, NotFound
 from ledger.domain.ledgers import Command, Page, check_page_size, require_ledger
 from ledger.domain.model import Account, Ledger, NormalSide
+from ledger.domain.pending_transfers import HoldOutcome, HoldOutcomeKind, lift_hold
 from ledger.domain.ports import UnitOfWork
+from ledger.domain.reconciliation import period_locked_refusal
 from ledger.domain.transactions import TransactionRunner
 from ledger.domain.transfers import (
     MAX_METADATA_BYTES,
@@ -19,6 +21,7 @@ from ledger.domain.transfers import (
     StatementLine,
     Transfer,
     TransferDraft,
+    TransferKind,
     apply_transfer,
     reversal_of,
     sorted_account_ids,
@@ -66,6 +69,11 @@ def post_in_unit_of_work(
     effective_date = draft.effective_date or today
     if effective_date > today:
         raise InvalidRequest("the effective date is in the future", code="effective_date_in_future")
+    if effective_date < today:
+        # Only a back-dated entry can fall in a locked period: sign-offs are for days that have ended.
+        refusal = period_locked_refusal(effective_date, uow.period_locks.locked_through(ledger.tenant_id, ledger.id))
+        if refusal is not None:
+            raise LedgerRuleViolation(refusal, code="period_locked")
     transfer, updated = apply_transfer(
         ledger,
         accounts,
@@ -115,7 +123,16 @@ class TransferService:
             locked = uow.accounts.lock(tenant_id, sorted_account_ids([draft]))
             if uow.transfers.reversal_of(tenant_id, transfer_id) is not None:
                 raise LedgerRuleViolation("the transfer has already been reversed", code="transfer_already_reversed")
-            return post_in_unit_of_work(uow, ledger, draft, transfer_id=reversal_id, actor=actor, locked=locked)
+            hold = uow.clearance_holds.get(tenant_id, transfer_id) if original.kind is TransferKind.DEPOSIT else None
+            if hold is not None and hold.outcome is None:
+                # Reversing an uncleared deposit takes the hold away with it.
+                locked[hold.client_account_id] = lift_hold(locked[hold.client_account_id], hold)
+            reversal = post_in_unit_of_work(uow, ledger, draft, transfer_id=reversal_id, actor=actor, locked=locked)
+            if hold is not None and hold.outcome is None:
+                uow.clearance_holds.add_outcome(
+                    HoldOutcome(original.id, HoldOutcomeKind.REVERSED, reversal.recorded_at, actor, reversal.id)
+                )
+            return reversal
 
         return reverse_transfer
 

@@ -39,6 +39,7 @@ class TransferKind(enum.StrEnum):
     FIRM_DEPOSIT = "firm_deposit"
     BANK_CHARGE = "bank_charge"
     REVERSAL = "reversal"
+    RETURNED_DEPOSIT = "returned_deposit"
 
 
 class LedgerRuleViolation(InvalidRequest):
@@ -186,9 +187,7 @@ def apply_transfer(
         # shortfall) lowers nothing and is booked.
         lowers = after.available_balance < account.available_balance
         if draft.voluntary and after.prevent_overdraft and lowers and after.available_balance < 0:
-            raise LedgerRuleViolation(
-                f"account {account.code!r} has insufficient available funds", code="insufficient_funds"
-            )
+            raise insufficient_funds(after)
         updated[account.id] = after
         postings.append(
             Posting(
@@ -248,6 +247,16 @@ def _chained(
         postings.append(replace(posting, chain_hash=chain_hash))
         after[account.id] = replace(after[account.id], chain_head=chain_hash)
     return replace(transfer, postings=tuple(postings)), after
+
+
+def insufficient_funds(after: Account) -> LedgerRuleViolation:
+    """The refusal for a voluntary debit that takes ``after`` below zero available: when the uncleared deposits
+    would have covered it, the client has the money on the books but not yet in the bank."""
+    if after.available_balance + after.uncleared_credits >= 0:
+        return LedgerRuleViolation(
+            f"account {after.code!r} has the funds on its books, but not yet cleared", code="insufficient_cleared_funds"
+        )
+    return LedgerRuleViolation(f"account {after.code!r} has insufficient available funds", code="insufficient_funds")
 
 
 def _post(account: Account, leg: PostingDraft) -> Account:

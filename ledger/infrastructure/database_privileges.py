@@ -29,7 +29,19 @@ from sqlalchemy.engine import Connection, Engine
 from ledger.infrastructure.schema_migrations import upgrade_to_head
 
 # Append-only history: the service inserts and reads these, nobody rewrites them. The one list of them.
-HISTORY_TABLES: Final = ("transfers", "postings", "idempotency_records")
+HISTORY_TABLES: Final = (
+    "transfers",
+    "postings",
+    "idempotency_records",
+    "pending_transfers",
+    "pending_outcomes",
+    "clearance_holds",
+    "clearance_outcomes",
+    "reconciliation_signoffs",
+    "bank_statements",
+    "bank_statement_lines",
+    "statement_matches",
+)
 
 # Raised by the guard trigger: class "LA" (ledger append-only) is not used by PostgreSQL.
 HISTORY_CHANGE_REFUSED_SQLSTATE: Final = "LA001"
@@ -44,6 +56,7 @@ ACCOUNT_UPDATE_COLUMNS: Final = (
     "version",
     "status",
     "chain_head",
+    "uncleared_credits",
 )
 API_KEY_UPDATE_COLUMNS: Final = ("revoked_at", "revoked_by")
 

@@ -50,6 +50,7 @@ def build_metadata() -> sa.MetaData:
         sa.Column("status", sa.Text, nullable=False, server_default="open"),
         sa.Column("prevent_overdraft", sa.Boolean, nullable=False, server_default=sa.true()),
         sa.Column("chain_head", BYTEA, nullable=True),
+        sa.Column("uncleared_credits", sa.BigInteger, nullable=False, server_default="0"),
         sa.UniqueConstraint("ledger_id", "code", name="uq_accounts_ledger_id_code"),
         sa.CheckConstraint(
             "kind IN ('bank','client','firm_funds','asset','liability','equity','income','expense')",
@@ -116,4 +117,109 @@ def build_metadata() -> sa.MetaData:
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("revoked_by", sa.Text, nullable=True),
     )
+    sa.Table(
+        "pending_transfers",
+        metadata,
+        sa.Column("id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("ledger_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("debit_account_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("credit_account_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("amount", sa.BigInteger, nullable=False),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("metadata", JSONB, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.Text, nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    sa.Table(
+        "pending_outcomes",
+        metadata,
+        sa.Column("pending_transfer_id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("amount_posted", sa.BigInteger, nullable=False),
+        sa.Column("transfer_id", UUID(as_uuid=True), nullable=True),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.Text, nullable=False),
+    )
+    sa.Table(
+        "clearance_holds",
+        metadata,
+        sa.Column("deposit_transfer_id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("ledger_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("client_account_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("amount", sa.BigInteger, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    sa.Table(
+        "clearance_outcomes",
+        metadata,
+        sa.Column("deposit_transfer_id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.Text, nullable=False),
+        sa.Column("transfer_id", UUID(as_uuid=True), nullable=True),
+    )
+    sa.Table(
+        "reconciliation_signoffs",
+        metadata,
+        sa.Column("id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("ledger_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("as_of", sa.Date, nullable=False),
+        sa.Column("report", JSONB, nullable=False),
+        sa.Column("signed_off_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("signed_off_by", sa.Text, nullable=False),
+    )
+    add_bank_statement_tables(metadata)
     return metadata
+
+
+def add_bank_statement_tables(metadata: sa.MetaData) -> None:
+    """Bank statements, their lines and the line-to-entry matches (migration 0007): insert-only history."""
+    sa.Table(
+        "bank_statements",
+        metadata,
+        sa.Column("id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("ledger_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("bank_account_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("previous_statement_id", UUID(as_uuid=True), nullable=True),
+        sa.Column("period_start", sa.Date, nullable=False),
+        sa.Column("period_end", sa.Date, nullable=False),
+        sa.Column("opening_balance", sa.BigInteger, nullable=False),
+        sa.Column("closing_balance", sa.BigInteger, nullable=False),
+        sa.Column("line_count", sa.Integer, nullable=False),
+        sa.Column("imported_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.Text, nullable=False),
+    )
+    sa.Table(
+        "bank_statement_lines",
+        metadata,
+        sa.Column("id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("statement_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("bank_account_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("line_number", sa.Integer, nullable=False),
+        sa.Column("line_date", sa.Date, nullable=False),
+        sa.Column("amount", sa.BigInteger, nullable=False),
+        sa.Column("reference", sa.Text, nullable=False),
+        sa.Column("description", sa.Text, nullable=False),
+    )
+    sa.Table(
+        "statement_matches",
+        metadata,
+        sa.Column("bank_account_id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("transfer_id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("line_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("statement_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("ledger_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("matched_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.Text, nullable=False),
+    )

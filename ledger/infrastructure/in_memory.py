@@ -12,24 +12,39 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Generic, Protocol, Self, TypeVar
 
 from ledger.domain.api_keys import ApiKey
+from ledger.domain.bank_statements import (
+    BankEntry,
+    BankStatement,
+    BankStatementLine,
+    StatementMatch,
+    entry_reference,
+)
 from ledger.domain.errors import Conflict
 from ledger.domain.idempotency import IdempotencyRecord
 from ledger.domain.model import Account, AccountKind, Ledger
+from ledger.domain.pending_transfers import ClearanceHold, HoldOutcome, PendingOutcome, PendingTransfer
 from ledger.domain.ports import (
     AccountRepository,
     ApiKeyRepository,
+    BankStatementRepository,
+    ClearanceHoldRepository,
     IdempotencyRepository,
     LedgerRepository,
+    PendingTransferRepository,
+    PeriodLockRepository,
     StoreStatus,
     TransferRepository,
     UnitOfWork,
 )
+from ledger.domain.reconciliation import ReconciliationSignOff
 from ledger.domain.transfers import LedgerRuleViolation, Posting, Side, StatementLine, Transfer
 
 K = TypeVar("K")
+# Inside a repository class, `list` names its own method.
+_List = list
 V = TypeVar("V")
 
 
@@ -45,6 +60,20 @@ class InMemoryStore:
         self.statements: dict[uuid.UUID, list[StatementLine]] = {}
         self.idempotency: dict[tuple[uuid.UUID, str], IdempotencyRecord] = {}
         self.api_keys: dict[str, ApiKey] = {}
+        self.pending_transfers: dict[uuid.UUID, PendingTransfer] = {}
+        self.pending_outcomes: dict[uuid.UUID, PendingOutcome] = {}
+        self.clearance_holds: dict[uuid.UUID, ClearanceHold] = {}
+        self.hold_outcomes: dict[uuid.UUID, HoldOutcome] = {}
+        self.sign_offs: dict[uuid.UUID, ReconciliationSignOff] = {}
+        self.bank_statements: dict[uuid.UUID, BankStatement] = {}
+        self.bank_statement_lines: dict[uuid.UUID, BankStatementLine] = {}
+        self.statement_matches: dict[tuple[uuid.UUID, uuid.UUID], StatementMatch] = {}
+
+
+class _Staged(Protocol):
+    def apply(self) -> None: ...
+
+    def discard(self) -> None: ...
 
 
 class _StagedTable(Generic[K, V]):
@@ -244,6 +273,38 @@ class InMemoryTransferRepository(TransferRepository):
                 credits += line.amount
         return debits, credits
 
+    def ledger_totals_as_of(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, as_of: date
+    ) -> dict[uuid.UUID, tuple[int, int]]:
+        totals: dict[uuid.UUID, tuple[int, int]] = {}
+        for transfer in self._ledger_transfers(tenant_id, ledger_id):
+            if transfer.effective_date > as_of:
+                continue
+            for posting in transfer.postings:
+                debits, credits = totals.get(posting.account_id, (0, 0))
+                if posting.side is Side.DEBIT:
+                    debits += posting.amount
+                else:
+                    credits += posting.amount
+                totals[posting.account_id] = (debits, credits)
+        return totals
+
+    def account_lines(
+        self, tenant_id: uuid.UUID, account_id: uuid.UUID, *, effective_to: date
+    ) -> Sequence[StatementLine]:
+        lines = [line for line in self._lines(tenant_id, account_id) if line.effective_date <= effective_to]
+        return sorted(lines, key=lambda line: (line.effective_date, line.account_version))
+
+    def counterpart_accounts(
+        self, tenant_id: uuid.UUID, transfer_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        found: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for transfer_id in transfer_ids:
+            transfer = self.get(tenant_id, transfer_id)
+            if transfer is not None:
+                found[transfer_id] = [posting.account_id for posting in transfer.postings]
+        return found
+
     def count_postings(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> int:
         return sum(len(transfer.postings) for transfer in self._ledger_transfers(tenant_id, ledger_id))
 
@@ -276,6 +337,117 @@ class InMemoryTransferRepository(TransferRepository):
         if lines and self.get(tenant_id, lines[0].transfer_id) is None:
             return []
         return lines
+
+
+class InMemoryPendingTransferRepository(PendingTransferRepository):
+    def __init__(
+        self,
+        pending: _StagedTable[uuid.UUID, PendingTransfer],
+        outcomes: _StagedTable[uuid.UUID, PendingOutcome],
+    ) -> None:
+        self._pending = pending
+        self._outcomes = outcomes
+
+    def add(self, pending: PendingTransfer) -> None:
+        if self._pending.get(pending.id) is not None:
+            raise Conflict("pending transfer id already exists", code="pending_transfer_exists")
+        self._pending.put(pending.id, replace(pending, outcome=None))
+
+    def get(self, tenant_id: uuid.UUID, pending_id: uuid.UUID) -> PendingTransfer | None:
+        pending = self._pending.get(pending_id)
+        if pending is None or pending.tenant_id != tenant_id:
+            return None
+        return replace(pending, outcome=self._outcomes.get(pending_id))
+
+    def add_outcome(self, outcome: PendingOutcome) -> None:
+        if self._outcomes.get(outcome.pending_transfer_id) is not None:
+            raise LedgerRuleViolation("the pending transfer is already resolved", code="pending_transfer_resolved")
+        self._outcomes.put(outcome.pending_transfer_id, outcome)
+
+    def due_to_expire(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, now: datetime, *, limit: int
+    ) -> Sequence[PendingTransfer]:
+        due = [
+            pending
+            for pending in self._ledger_pending(tenant_id, ledger_id)
+            if pending.outcome is None and pending.expires_at is not None and pending.expires_at <= now
+        ]
+        return sorted(due, key=lambda pending: (pending.expires_at, pending.id))[:limit]
+
+    def open_amounts(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> dict[uuid.UUID, tuple[int, int]]:
+        amounts: dict[uuid.UUID, tuple[int, int]] = {}
+        for pending in self._ledger_pending(tenant_id, ledger_id):
+            if pending.outcome is not None:
+                continue
+            debits, credits = amounts.get(pending.debit_account_id, (0, 0))
+            amounts[pending.debit_account_id] = (debits + pending.amount, credits)
+            debits, credits = amounts.get(pending.credit_account_id, (0, 0))
+            amounts[pending.credit_account_id] = (debits, credits + pending.amount)
+        return amounts
+
+    def _ledger_pending(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> list[PendingTransfer]:
+        return [
+            replace(pending, outcome=self._outcomes.get(pending.id))
+            for pending in self._pending.values()
+            if pending.tenant_id == tenant_id and pending.ledger_id == ledger_id
+        ]
+
+
+class InMemoryClearanceHoldRepository(ClearanceHoldRepository):
+    def __init__(
+        self, holds: _StagedTable[uuid.UUID, ClearanceHold], outcomes: _StagedTable[uuid.UUID, HoldOutcome]
+    ) -> None:
+        self._holds = holds
+        self._outcomes = outcomes
+
+    def add(self, hold: ClearanceHold) -> None:
+        self._holds.put(hold.deposit_transfer_id, replace(hold, outcome=None))
+
+    def get(self, tenant_id: uuid.UUID, deposit_transfer_id: uuid.UUID) -> ClearanceHold | None:
+        hold = self._holds.get(deposit_transfer_id)
+        if hold is None or hold.tenant_id != tenant_id:
+            return None
+        return replace(hold, outcome=self._outcomes.get(deposit_transfer_id))
+
+    def add_outcome(self, outcome: HoldOutcome) -> None:
+        if self._outcomes.get(outcome.deposit_transfer_id) is not None:
+            raise LedgerRuleViolation("the deposit's hold is already resolved", code="deposit_hold_resolved")
+        self._outcomes.put(outcome.deposit_transfer_id, outcome)
+
+    def open_amounts(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> dict[uuid.UUID, int]:
+        amounts: dict[uuid.UUID, int] = {}
+        for hold in self._holds.values():
+            if hold.tenant_id != tenant_id or hold.ledger_id != ledger_id:
+                continue
+            if self._outcomes.get(hold.deposit_transfer_id) is None:
+                amounts[hold.client_account_id] = amounts.get(hold.client_account_id, 0) + hold.amount
+        return amounts
+
+
+class InMemoryPeriodLockRepository(PeriodLockRepository):
+    def __init__(self, sign_offs: _StagedTable[uuid.UUID, ReconciliationSignOff]) -> None:
+        self._sign_offs = sign_offs
+
+    def locked_through(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> date | None:
+        # The unit of work holds the store's lock: no sign-off can interleave.
+        dates = [sign_off.as_of for sign_off in self.sign_offs(tenant_id, ledger_id)]
+        return max(dates) if dates else None
+
+    def lock_for_sign_off(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> None:
+        return None
+
+    def add_sign_off(self, sign_off: ReconciliationSignOff) -> None:
+        if any(existing.as_of == sign_off.as_of for existing in self.sign_offs(sign_off.tenant_id, sign_off.ledger_id)):
+            raise LedgerRuleViolation("this date is already signed off", code="reconciliation_already_signed_off")
+        self._sign_offs.put(sign_off.id, sign_off)
+
+    def sign_offs(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Sequence[ReconciliationSignOff]:
+        chosen = [
+            sign_off
+            for sign_off in self._sign_offs.values()
+            if sign_off.tenant_id == tenant_id and sign_off.ledger_id == ledger_id
+        ]
+        return sorted(chosen, key=lambda sign_off: sign_off.as_of)
 
 
 class InMemoryIdempotencyRepository(IdempotencyRepository):
@@ -323,7 +495,7 @@ class InMemoryUnitOfWork(UnitOfWork):
         del snapshot
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._staged: list[_StagedTable[object, object] | _StagedLists[object, object]] | None = None
+        self._staged: list[_Staged] | None = None
         self.committed = False
 
     def __enter__(self) -> Self:
@@ -335,12 +507,42 @@ class InMemoryUnitOfWork(UnitOfWork):
         statements = _StagedLists(self._store.statements)
         idempotency = _StagedTable(self._store.idempotency)
         api_keys = _StagedTable(self._store.api_keys)
-        self._staged = [ledgers, accounts, transfers, reversals, statements, idempotency, api_keys]  # type: ignore[list-item]
+        pending = _StagedTable(self._store.pending_transfers)
+        pending_outcomes = _StagedTable(self._store.pending_outcomes)
+        holds = _StagedTable(self._store.clearance_holds)
+        hold_outcomes = _StagedTable(self._store.hold_outcomes)
+        sign_offs = _StagedTable(self._store.sign_offs)
+        bank_statements = _StagedTable(self._store.bank_statements)
+        bank_statement_lines = _StagedTable(self._store.bank_statement_lines)
+        statement_matches = _StagedTable(self._store.statement_matches)
+        self._staged = [
+            ledgers,
+            accounts,
+            transfers,
+            reversals,
+            statements,
+            idempotency,
+            api_keys,
+            pending,
+            pending_outcomes,
+            holds,
+            hold_outcomes,
+            sign_offs,
+            bank_statements,
+            bank_statement_lines,
+            statement_matches,
+        ]
         self.ledgers = InMemoryLedgerRepository(ledgers)
         self.accounts = InMemoryAccountRepository(accounts)
         self.transfers = InMemoryTransferRepository(transfers, reversals, statements)
         self.idempotency = InMemoryIdempotencyRepository(idempotency)
         self.api_keys = InMemoryApiKeyRepository(api_keys)
+        self.pending_transfers = InMemoryPendingTransferRepository(pending, pending_outcomes)
+        self.clearance_holds = InMemoryClearanceHoldRepository(holds, hold_outcomes)
+        self.period_locks = InMemoryPeriodLockRepository(sign_offs)
+        self.bank_statements = InMemoryBankStatementRepository(
+            bank_statements, bank_statement_lines, statement_matches, transfers, statements
+        )
         return self
 
     def __exit__(
@@ -367,7 +569,7 @@ class InMemoryUnitOfWork(UnitOfWork):
     def now(self) -> datetime:
         return self._clock()
 
-    def _require_staged(self) -> list[_StagedTable[object, object] | _StagedLists[object, object]]:
+    def _require_staged(self) -> list[_Staged]:
         if self._staged is None:
             raise RuntimeError("the unit of work is used outside its `with` block")
         return self._staged
@@ -379,3 +581,168 @@ class InMemoryStoreHealth:
 
     def is_ready(self) -> bool:
         return True
+
+
+class InMemoryBankStatementRepository(BankStatementRepository):
+    def __init__(
+        self,
+        statements: _StagedTable[uuid.UUID, BankStatement],
+        lines: _StagedTable[uuid.UUID, BankStatementLine],
+        matches: _StagedTable[tuple[uuid.UUID, uuid.UUID], StatementMatch],
+        transfers: _StagedTable[uuid.UUID, Transfer],
+        account_statements: _StagedLists[uuid.UUID, StatementLine],
+    ) -> None:
+        self._statements = statements
+        self._lines = lines
+        self._matches = matches
+        self._transfers = transfers
+        self._account_statements = account_statements
+
+    def add(self, statement: BankStatement) -> None:
+        if self._statements.get(statement.id) is not None:
+            raise Conflict("bank statement id already exists", code="bank_statement_exists")
+        self._statements.put(statement.id, replace(statement, lines=(), matched_line_count=0))
+        for line in statement.lines:
+            self._lines.put(line.id, replace(line, matches=()))
+
+    def get(self, tenant_id: uuid.UUID, statement_id: uuid.UUID) -> BankStatement | None:
+        statement = self._statements.get(statement_id)
+        if statement is None or statement.tenant_id != tenant_id:
+            return None
+        matches = self._matches_by_line()
+        lines = sorted(
+            (line for line in self._lines.values() if line.statement_id == statement_id),
+            key=lambda line: line.line_number,
+        )
+        with_matches = tuple(replace(line, matches=tuple(matches.get(line.id, ()))) for line in lines)
+        return replace(
+            statement, lines=with_matches, matched_line_count=sum(1 for line in with_matches if line.matches)
+        )
+
+    def latest(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> BankStatement | None:
+        chosen = self._of_bank(tenant_id, bank_account_id)
+        return self._counted(max(chosen, key=lambda statement: statement.period_end)) if chosen else None
+
+    def first(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> BankStatement | None:
+        chosen = self._of_bank(tenant_id, bank_account_id)
+        return self._counted(min(chosen, key=lambda statement: statement.period_start)) if chosen else None
+
+    def latest_ending_on_or_before(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, day: date
+    ) -> BankStatement | None:
+        chosen = [statement for statement in self._of_bank(tenant_id, bank_account_id) if statement.period_end <= day]
+        return self._counted(max(chosen, key=lambda statement: statement.period_end)) if chosen else None
+
+    def list(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, *, after: tuple[date, uuid.UUID] | None, limit: int
+    ) -> Sequence[BankStatement]:
+        chosen = [
+            statement
+            for statement in self._statements.values()
+            if statement.tenant_id == tenant_id
+            and statement.ledger_id == ledger_id
+            and (after is None or (statement.period_start, statement.id) > after)
+        ]
+        chosen.sort(key=lambda statement: (statement.period_start, statement.id))
+        return [self._counted(statement) for statement in chosen[:limit]]
+
+    def add_matches(self, matches: Sequence[StatementMatch]) -> None:
+        keys = [(match.bank_account_id, match.transfer_id) for match in matches]
+        if len(set(keys)) != len(keys) or any(self._matches.get(key) is not None for key in keys):
+            raise LedgerRuleViolation("a ledger entry is already matched to a bank line", code="entry_already_matched")
+        for key, match in zip(keys, matches, strict=True):
+            self._matches.put(key, match)
+
+    def unmatched_lines(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, dated_on_or_before: date | None
+    ) -> Sequence[BankStatementLine]:
+        matched = {match.line_id for match in self._matches.values()}
+        return [
+            line
+            for line in self._lines_of_bank(tenant_id, bank_account_id)
+            if line.id not in matched and (dated_on_or_before is None or line.date <= dated_on_or_before)
+        ]
+
+    def unmatched_entries(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, effective_from: date | None, effective_to: date
+    ) -> Sequence[BankEntry]:
+        return [
+            entry
+            for entry in self._entries(tenant_id, bank_account_id)
+            if entry.matched_line_id is None
+            and (effective_from is None or effective_from <= entry.effective_date)
+            and entry.effective_date <= effective_to
+        ]
+
+    def entries_not_matched_by(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, effective_to: date, line_dated_on_or_before: date
+    ) -> Sequence[BankEntry]:
+        found = []
+        for entry in self._entries(tenant_id, bank_account_id):
+            if entry.effective_date > effective_to:
+                continue
+            line = None if entry.matched_line_id is None else self._lines.get(entry.matched_line_id)
+            if line is None or line.date > line_dated_on_or_before:
+                found.append(entry)
+        return found
+
+    def lines_matched_to_entries_after(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, dated_on_or_before: date, effective_after: date
+    ) -> Sequence[tuple[BankStatementLine, Sequence[BankEntry]]]:
+        entries_by_line: dict[uuid.UUID, _List[BankEntry]] = {}
+        for entry in self._entries(tenant_id, bank_account_id):
+            if entry.matched_line_id is not None:
+                entries_by_line.setdefault(entry.matched_line_id, []).append(entry)
+        found: _List[tuple[BankStatementLine, Sequence[BankEntry]]] = []
+        for line in self._lines_of_bank(tenant_id, bank_account_id):
+            entries = entries_by_line.get(line.id, [])
+            if line.date <= dated_on_or_before and any(entry.effective_date > effective_after for entry in entries):
+                found.append((line, entries))
+        return found
+
+    def _of_bank(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> _List[BankStatement]:
+        return [
+            statement
+            for statement in self._statements.values()
+            if statement.tenant_id == tenant_id and statement.bank_account_id == bank_account_id
+        ]
+
+    def _lines_of_bank(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> _List[BankStatementLine]:
+        statements = {statement.id for statement in self._of_bank(tenant_id, bank_account_id)}
+        lines = [line for line in self._lines.values() if line.statement_id in statements]
+        return sorted(lines, key=lambda line: (line.date, line.statement_id, line.line_number))
+
+    def _matches_by_line(self) -> dict[uuid.UUID, _List[StatementMatch]]:
+        found: dict[uuid.UUID, _List[StatementMatch]] = {}
+        for match in sorted(self._matches.values(), key=lambda match: match.transfer_id):
+            found.setdefault(match.line_id, []).append(match)
+        return found
+
+    def _counted(self, statement: BankStatement) -> BankStatement:
+        matched = {match.line_id for match in self._matches.values() if match.statement_id == statement.id}
+        return replace(statement, matched_line_count=len(matched))
+
+    def _entries(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> _List[BankEntry]:
+        matched = {
+            match.transfer_id: match.line_id
+            for match in self._matches.values()
+            if match.bank_account_id == bank_account_id
+        }
+        entries = []
+        for posting in self._account_statements.items(bank_account_id):
+            transfer = self._transfers.get(posting.transfer_id)
+            if transfer is None or transfer.tenant_id != tenant_id:
+                continue
+            entries.append(
+                BankEntry(
+                    transfer_id=transfer.id,
+                    kind=transfer.kind,
+                    effective_date=transfer.effective_date,
+                    recorded_at=transfer.recorded_at,
+                    amount=posting.amount if posting.side is Side.DEBIT else -posting.amount,
+                    description=transfer.description,
+                    reference=entry_reference(transfer.metadata),
+                    matched_line_id=matched.get(transfer.id),
+                )
+            )
+        return entries

@@ -12,17 +12,38 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from ledger.domain.api_keys import ApiKey, ApiKeyRole
+from ledger.domain.bank_statements import (
+    BankEntry,
+    BankStatement,
+    BankStatementLine,
+    MatchKind,
+    StatementMatch,
+    entry_reference,
+)
 from ledger.domain.errors import Conflict
 from ledger.domain.idempotency import IdempotencyRecord, RecordedResponse
 from ledger.domain.model import Account, AccountKind, AccountStatus, Ledger, LedgerKind, NormalSide
 from ledger.domain.money import Currency
+from ledger.domain.pending_transfers import (
+    ClearanceHold,
+    HoldOutcome,
+    HoldOutcomeKind,
+    PendingOutcome,
+    PendingOutcomeKind,
+    PendingTransfer,
+)
 from ledger.domain.ports import (
     AccountRepository,
     ApiKeyRepository,
+    BankStatementRepository,
+    ClearanceHoldRepository,
     IdempotencyRepository,
     LedgerRepository,
+    PendingTransferRepository,
+    PeriodLockRepository,
     TransferRepository,
 )
+from ledger.domain.reconciliation import ReconciliationSignOff
 from ledger.domain.transfers import LedgerRuleViolation, Posting, Side, StatementLine, Transfer, TransferKind
 
 _STREAM_BATCH_ROWS = 2_000
@@ -99,6 +120,7 @@ class SqlAlchemyAccountRepository(AccountRepository):
                 status=account.status.value,
                 prevent_overdraft=account.prevent_overdraft,
                 chain_head=account.chain_head,
+                uncleared_credits=account.uncleared_credits,
             )
             .on_conflict_do_nothing(constraint="uq_accounts_ledger_id_code")
             .returning(self._table.c.id)
@@ -145,6 +167,7 @@ class SqlAlchemyAccountRepository(AccountRepository):
                 version=sa.bindparam("new_version"),
                 status=sa.bindparam("new_status"),
                 chain_head=sa.bindparam("new_chain_head"),
+                uncleared_credits=sa.bindparam("new_uncleared_credits"),
             ),
             [
                 {
@@ -156,6 +179,7 @@ class SqlAlchemyAccountRepository(AccountRepository):
                     "new_version": account.version,
                     "new_status": account.status.value,
                     "new_chain_head": account.chain_head,
+                    "new_uncleared_credits": account.uncleared_credits,
                 }
                 for account in accounts
             ],
@@ -307,6 +331,80 @@ class SqlAlchemyTransferRepository(TransferRepository):
         debits, credits = self._session.execute(query).one()
         return int(debits), int(credits)
 
+    def ledger_totals_as_of(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, as_of: date
+    ) -> dict[uuid.UUID, tuple[int, int]]:
+        postings = self._postings
+        rows = self._session.execute(
+            sa.select(
+                postings.c.account_id,
+                sa.func.coalesce(sa.func.sum(postings.c.amount).filter(postings.c.side == "debit"), 0),
+                sa.func.coalesce(sa.func.sum(postings.c.amount).filter(postings.c.side == "credit"), 0),
+            )
+            .where(
+                postings.c.tenant_id == tenant_id,
+                postings.c.ledger_id == ledger_id,
+                postings.c.effective_date <= as_of,
+            )
+            .group_by(postings.c.account_id)
+        )
+        return {account_id: (int(debits), int(credits)) for account_id, debits, credits in rows}
+
+    def account_lines(
+        self, tenant_id: uuid.UUID, account_id: uuid.UUID, *, effective_to: date
+    ) -> Sequence[StatementLine]:
+        postings, transfers = self._postings, self._transfers
+        rows = self._session.execute(
+            sa.select(
+                postings.c.transfer_id,
+                transfers.c.kind,
+                transfers.c.description,
+                postings.c.side,
+                postings.c.amount,
+                postings.c.account_version,
+                postings.c.balance_after,
+                postings.c.effective_date,
+                postings.c.recorded_at,
+            )
+            .join(transfers, transfers.c.id == postings.c.transfer_id)
+            .where(
+                postings.c.tenant_id == tenant_id,
+                postings.c.account_id == account_id,
+                postings.c.effective_date <= effective_to,
+            )
+            .order_by(postings.c.effective_date, postings.c.account_version)
+        )
+        return [
+            StatementLine(
+                transfer_id=row.transfer_id,
+                kind=TransferKind(row.kind),
+                description=row.description,
+                side=Side(row.side),
+                amount=row.amount,
+                account_version=row.account_version,
+                balance_after=row.balance_after,
+                effective_date=row.effective_date,
+                recorded_at=row.recorded_at,
+            )
+            for row in rows
+        ]
+
+    def counterpart_accounts(
+        self, tenant_id: uuid.UUID, transfer_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        if not transfer_ids:
+            return {}
+        postings = self._postings
+        rows = self._session.execute(
+            sa.select(postings.c.transfer_id, postings.c.account_id)
+            .where(postings.c.tenant_id == tenant_id, postings.c.transfer_id.in_(list(transfer_ids)))
+            .order_by(postings.c.transfer_id, postings.c.id)
+        )
+        found: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for transfer_id, account_id in rows:
+            found.setdefault(transfer_id, []).append(account_id)
+        return found
+
     def count_postings(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> int:
         postings = self._postings
         count: int = self._session.execute(
@@ -358,6 +456,256 @@ class SqlAlchemyTransferRepository(TransferRepository):
             .order_by(postings.c.transfer_id)
         )
         return [(row[0], int(row[1])) for row in rows]
+
+
+class SqlAlchemyPendingTransferRepository(PendingTransferRepository):
+    def __init__(self, session: Session, tables: sa.MetaData) -> None:
+        self._session = session
+        self._pending = tables.tables["pending_transfers"]
+        self._outcomes = tables.tables["pending_outcomes"]
+
+    def add(self, pending: PendingTransfer) -> None:
+        self._session.execute(
+            self._pending.insert().values(
+                id=pending.id,
+                tenant_id=pending.tenant_id,
+                ledger_id=pending.ledger_id,
+                kind=pending.kind.value,
+                debit_account_id=pending.debit_account_id,
+                credit_account_id=pending.credit_account_id,
+                amount=pending.amount,
+                description=pending.description,
+                metadata=dict(pending.metadata),
+                created_at=pending.created_at,
+                actor=pending.actor,
+                expires_at=pending.expires_at,
+            )
+        )
+
+    def _with_outcomes(self) -> sa.Select[Any]:
+        pending, outcomes = self._pending, self._outcomes
+        return sa.select(
+            pending,
+            outcomes.c.kind.label("outcome_kind"),
+            outcomes.c.amount_posted,
+            outcomes.c.transfer_id,
+            outcomes.c.recorded_at,
+            outcomes.c.actor.label("outcome_actor"),
+        ).outerjoin(outcomes, outcomes.c.pending_transfer_id == pending.c.id)
+
+    def get(self, tenant_id: uuid.UUID, pending_id: uuid.UUID) -> PendingTransfer | None:
+        row = self._session.execute(
+            self._with_outcomes().where(self._pending.c.tenant_id == tenant_id, self._pending.c.id == pending_id)
+        ).one_or_none()
+        return None if row is None else _pending_from_row(row._mapping)
+
+    def add_outcome(self, outcome: PendingOutcome) -> None:
+        inserted = self._session.execute(
+            pg_insert(self._outcomes)
+            .values(
+                pending_transfer_id=outcome.pending_transfer_id,
+                tenant_id=self._session.execute(
+                    sa.select(self._pending.c.tenant_id).where(self._pending.c.id == outcome.pending_transfer_id)
+                ).scalar_one(),
+                kind=outcome.kind.value,
+                amount_posted=outcome.amount_posted,
+                transfer_id=outcome.transfer_id,
+                recorded_at=outcome.recorded_at,
+                actor=outcome.actor,
+            )
+            .on_conflict_do_nothing(index_elements=["pending_transfer_id"])
+            .returning(self._outcomes.c.pending_transfer_id)
+        ).one_or_none()
+        if inserted is None:
+            raise LedgerRuleViolation("the pending transfer is already resolved", code="pending_transfer_resolved")
+
+    def due_to_expire(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, now: datetime, *, limit: int
+    ) -> Sequence[PendingTransfer]:
+        pending = self._pending
+        rows = self._session.execute(
+            self._with_outcomes()
+            .where(
+                pending.c.tenant_id == tenant_id,
+                pending.c.ledger_id == ledger_id,
+                pending.c.expires_at <= now,
+                self._outcomes.c.pending_transfer_id.is_(None),
+            )
+            .order_by(pending.c.expires_at, pending.c.id)
+            .limit(limit)
+        )
+        return [_pending_from_row(row._mapping) for row in rows]
+
+    def open_amounts(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> dict[uuid.UUID, tuple[int, int]]:
+        pending, outcomes = self._pending, self._outcomes
+        open_pending = (
+            sa.select(pending.c.debit_account_id, pending.c.credit_account_id, pending.c.amount)
+            .outerjoin(outcomes, outcomes.c.pending_transfer_id == pending.c.id)
+            .where(
+                pending.c.tenant_id == tenant_id,
+                pending.c.ledger_id == ledger_id,
+                outcomes.c.pending_transfer_id.is_(None),
+            )
+        )
+        amounts: dict[uuid.UUID, tuple[int, int]] = {}
+        for debit_account, credit_account, amount in self._session.execute(open_pending):
+            debits, credits = amounts.get(debit_account, (0, 0))
+            amounts[debit_account] = (debits + amount, credits)
+            debits, credits = amounts.get(credit_account, (0, 0))
+            amounts[credit_account] = (debits, credits + amount)
+        return amounts
+
+
+class SqlAlchemyClearanceHoldRepository(ClearanceHoldRepository):
+    def __init__(self, session: Session, tables: sa.MetaData) -> None:
+        self._session = session
+        self._holds = tables.tables["clearance_holds"]
+        self._outcomes = tables.tables["clearance_outcomes"]
+
+    def add(self, hold: ClearanceHold) -> None:
+        self._session.execute(
+            self._holds.insert().values(
+                deposit_transfer_id=hold.deposit_transfer_id,
+                tenant_id=hold.tenant_id,
+                ledger_id=hold.ledger_id,
+                client_account_id=hold.client_account_id,
+                amount=hold.amount,
+                created_at=hold.created_at,
+            )
+        )
+
+    def get(self, tenant_id: uuid.UUID, deposit_transfer_id: uuid.UUID) -> ClearanceHold | None:
+        holds, outcomes = self._holds, self._outcomes
+        row = self._session.execute(
+            sa.select(
+                holds,
+                outcomes.c.kind.label("outcome_kind"),
+                outcomes.c.recorded_at,
+                outcomes.c.actor,
+                outcomes.c.transfer_id,
+            )
+            .outerjoin(outcomes, outcomes.c.deposit_transfer_id == holds.c.deposit_transfer_id)
+            .where(holds.c.tenant_id == tenant_id, holds.c.deposit_transfer_id == deposit_transfer_id)
+        ).one_or_none()
+        if row is None:
+            return None
+        mapping = row._mapping
+        outcome = None
+        if mapping["outcome_kind"] is not None:
+            outcome = HoldOutcome(
+                deposit_transfer_id=deposit_transfer_id,
+                kind=HoldOutcomeKind(mapping["outcome_kind"]),
+                recorded_at=mapping["recorded_at"],
+                actor=mapping["actor"],
+                transfer_id=mapping["transfer_id"],
+            )
+        return ClearanceHold(
+            deposit_transfer_id=deposit_transfer_id,
+            tenant_id=mapping["tenant_id"],
+            ledger_id=mapping["ledger_id"],
+            client_account_id=mapping["client_account_id"],
+            amount=mapping["amount"],
+            created_at=mapping["created_at"],
+            outcome=outcome,
+        )
+
+    def add_outcome(self, outcome: HoldOutcome) -> None:
+        inserted = self._session.execute(
+            pg_insert(self._outcomes)
+            .values(
+                deposit_transfer_id=outcome.deposit_transfer_id,
+                tenant_id=self._session.execute(
+                    sa.select(self._holds.c.tenant_id).where(
+                        self._holds.c.deposit_transfer_id == outcome.deposit_transfer_id
+                    )
+                ).scalar_one(),
+                kind=outcome.kind.value,
+                recorded_at=outcome.recorded_at,
+                actor=outcome.actor,
+                transfer_id=outcome.transfer_id,
+            )
+            .on_conflict_do_nothing(index_elements=["deposit_transfer_id"])
+            .returning(self._outcomes.c.deposit_transfer_id)
+        ).one_or_none()
+        if inserted is None:
+            raise LedgerRuleViolation("the deposit's hold is already resolved", code="deposit_hold_resolved")
+
+    def open_amounts(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> dict[uuid.UUID, int]:
+        holds, outcomes = self._holds, self._outcomes
+        rows = self._session.execute(
+            sa.select(holds.c.client_account_id, sa.func.sum(holds.c.amount))
+            .outerjoin(outcomes, outcomes.c.deposit_transfer_id == holds.c.deposit_transfer_id)
+            .where(
+                holds.c.tenant_id == tenant_id,
+                holds.c.ledger_id == ledger_id,
+                outcomes.c.deposit_transfer_id.is_(None),
+            )
+            .group_by(holds.c.client_account_id)
+        )
+        return {account_id: int(total) for account_id, total in rows}
+
+
+class SqlAlchemyPeriodLockRepository(PeriodLockRepository):
+    def __init__(self, session: Session, tables: sa.MetaData) -> None:
+        self._session = session
+        self._table = tables.tables["reconciliation_signoffs"]
+
+    def _take_period_lock(self, ledger_id: uuid.UUID, *, exclusive: bool) -> None:
+        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        self._session.execute(
+            sa.text(f"SELECT {function}(hashtextextended(:lock_name, 0))"), {"lock_name": f"period:{ledger_id}"}
+        )
+
+    def locked_through(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> date | None:
+        # Lock first, then read in a statement of its own: its snapshot then includes any sign-off that committed
+        # while this transaction waited for the lock.
+        self._take_period_lock(ledger_id, exclusive=False)
+        locked: date | None = self._session.execute(
+            sa.select(sa.func.max(self._table.c.as_of)).where(
+                self._table.c.tenant_id == tenant_id, self._table.c.ledger_id == ledger_id
+            )
+        ).scalar_one()
+        return locked
+
+    def lock_for_sign_off(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> None:
+        self._take_period_lock(ledger_id, exclusive=True)
+
+    def add_sign_off(self, sign_off: ReconciliationSignOff) -> None:
+        inserted = self._session.execute(
+            pg_insert(self._table)
+            .values(
+                id=sign_off.id,
+                tenant_id=sign_off.tenant_id,
+                ledger_id=sign_off.ledger_id,
+                as_of=sign_off.as_of,
+                report=dict(sign_off.report),
+                signed_off_at=sign_off.signed_off_at,
+                signed_off_by=sign_off.signed_off_by,
+            )
+            .on_conflict_do_nothing(constraint="uq_reconciliation_signoffs_ledger_id_as_of")
+            .returning(self._table.c.id)
+        ).one_or_none()
+        if inserted is None:
+            raise LedgerRuleViolation("this date is already signed off", code="reconciliation_already_signed_off")
+
+    def sign_offs(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Sequence[ReconciliationSignOff]:
+        rows = self._session.execute(
+            sa.select(self._table)
+            .where(self._table.c.tenant_id == tenant_id, self._table.c.ledger_id == ledger_id)
+            .order_by(self._table.c.as_of)
+        )
+        return [
+            ReconciliationSignOff(
+                id=row.id,
+                tenant_id=row.tenant_id,
+                ledger_id=row.ledger_id,
+                as_of=row.as_of,
+                report=row.report,
+                signed_off_at=row.signed_off_at,
+                signed_off_by=row.signed_off_by,
+            )
+            for row in rows
+        ]
 
 
 class SqlAlchemyIdempotencyRepository(IdempotencyRepository):
@@ -487,6 +835,34 @@ def _transfer_from_row(row: Any, *, postings: tuple[Posting, ...]) -> Transfer:
     )
 
 
+def _pending_from_row(row: Any) -> PendingTransfer:
+    outcome = None
+    if row["outcome_kind"] is not None:
+        outcome = PendingOutcome(
+            pending_transfer_id=row["id"],
+            kind=PendingOutcomeKind(row["outcome_kind"]),
+            amount_posted=row["amount_posted"],
+            transfer_id=row["transfer_id"],
+            recorded_at=row["recorded_at"],
+            actor=row["outcome_actor"],
+        )
+    return PendingTransfer(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        ledger_id=row["ledger_id"],
+        kind=TransferKind(row["kind"]),
+        debit_account_id=row["debit_account_id"],
+        credit_account_id=row["credit_account_id"],
+        amount=row["amount"],
+        description=row["description"],
+        metadata=row["metadata"],
+        created_at=row["created_at"],
+        actor=row["actor"],
+        expires_at=row["expires_at"],
+        outcome=outcome,
+    )
+
+
 def _ledger_from_row(row: Any) -> Ledger:
     return Ledger(
         id=row["id"],
@@ -517,4 +893,316 @@ def _account_from_row(row: Any) -> Account:
         status=AccountStatus(row["status"]),
         prevent_overdraft=row["prevent_overdraft"],
         chain_head=None if row["chain_head"] is None else bytes(row["chain_head"]),
+        uncleared_credits=row["uncleared_credits"],
+    )
+
+
+class SqlAlchemyBankStatementRepository(BankStatementRepository):
+    def __init__(self, session: Session, tables: sa.MetaData) -> None:
+        self._session = session
+        self._statements = tables.tables["bank_statements"]
+        self._lines = tables.tables["bank_statement_lines"]
+        self._matches = tables.tables["statement_matches"]
+        self._transfers = tables.tables["transfers"]
+        self._postings = tables.tables["postings"]
+
+    def add(self, statement: BankStatement) -> None:
+        self._session.execute(
+            self._statements.insert().values(
+                id=statement.id,
+                tenant_id=statement.tenant_id,
+                ledger_id=statement.ledger_id,
+                bank_account_id=statement.bank_account_id,
+                previous_statement_id=statement.previous_statement_id,
+                period_start=statement.period_start,
+                period_end=statement.period_end,
+                opening_balance=statement.opening_balance,
+                closing_balance=statement.closing_balance,
+                line_count=statement.line_count,
+                imported_at=statement.imported_at,
+                actor=statement.actor,
+            )
+        )
+        if statement.lines:
+            self._session.execute(
+                self._lines.insert(),
+                [
+                    {
+                        "id": line.id,
+                        "tenant_id": statement.tenant_id,
+                        "statement_id": statement.id,
+                        "bank_account_id": statement.bank_account_id,
+                        "line_number": line.line_number,
+                        "line_date": line.date,
+                        "amount": line.amount,
+                        "reference": line.reference,
+                        "description": line.description,
+                    }
+                    for line in statement.lines
+                ],
+            )
+
+    def get(self, tenant_id: uuid.UUID, statement_id: uuid.UUID) -> BankStatement | None:
+        statements = self._statements
+        row = self._session.execute(
+            self._counted().where(statements.c.tenant_id == tenant_id, statements.c.id == statement_id)
+        ).one_or_none()
+        if row is None:
+            return None
+        matches: dict[uuid.UUID, list[StatementMatch]] = {}
+        for match_row in self._session.execute(
+            sa.select(self._matches)
+            .where(self._matches.c.statement_id == statement_id)
+            .order_by(self._matches.c.transfer_id)
+        ):
+            match = _match_from_row(match_row._mapping)
+            matches.setdefault(match.line_id, []).append(match)
+        lines = self._session.execute(
+            sa.select(self._lines).where(self._lines.c.statement_id == statement_id).order_by(self._lines.c.line_number)
+        )
+        with_lines = tuple(
+            _bank_line_from_row(line._mapping, matches=tuple(matches.get(line.id, ()))) for line in lines
+        )
+        return _statement_from_row(row._mapping, lines=with_lines)
+
+    def latest(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> BankStatement | None:
+        statements = self._statements
+        row = self._session.execute(
+            self._counted()
+            .where(statements.c.tenant_id == tenant_id, statements.c.bank_account_id == bank_account_id)
+            .order_by(statements.c.period_end.desc())
+            .limit(1)
+        ).one_or_none()
+        return None if row is None else _statement_from_row(row._mapping)
+
+    def first(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> BankStatement | None:
+        statements = self._statements
+        row = self._session.execute(
+            self._counted()
+            .where(statements.c.tenant_id == tenant_id, statements.c.bank_account_id == bank_account_id)
+            .order_by(statements.c.period_start)
+            .limit(1)
+        ).one_or_none()
+        return None if row is None else _statement_from_row(row._mapping)
+
+    def latest_ending_on_or_before(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, day: date
+    ) -> BankStatement | None:
+        statements = self._statements
+        row = self._session.execute(
+            self._counted()
+            .where(
+                statements.c.tenant_id == tenant_id,
+                statements.c.bank_account_id == bank_account_id,
+                statements.c.period_end <= day,
+            )
+            .order_by(statements.c.period_end.desc())
+            .limit(1)
+        ).one_or_none()
+        return None if row is None else _statement_from_row(row._mapping)
+
+    def list(
+        self, tenant_id: uuid.UUID, ledger_id: uuid.UUID, *, after: tuple[date, uuid.UUID] | None, limit: int
+    ) -> Sequence[BankStatement]:
+        statements = self._statements
+        query = self._counted().where(statements.c.tenant_id == tenant_id, statements.c.ledger_id == ledger_id)
+        if after is not None:
+            query = query.where(sa.tuple_(statements.c.period_start, statements.c.id) > sa.tuple_(*after))
+        rows = self._session.execute(query.order_by(statements.c.period_start, statements.c.id).limit(limit))
+        return [_statement_from_row(row._mapping) for row in rows]
+
+    def add_matches(self, matches: Sequence[StatementMatch]) -> None:
+        if not matches:
+            return
+        inserted = self._session.execute(
+            pg_insert(self._matches)
+            .values(
+                [
+                    {
+                        "bank_account_id": match.bank_account_id,
+                        "transfer_id": match.transfer_id,
+                        "line_id": match.line_id,
+                        "statement_id": match.statement_id,
+                        "tenant_id": match.tenant_id,
+                        "ledger_id": match.ledger_id,
+                        "kind": match.kind.value,
+                        "matched_at": match.matched_at,
+                        "actor": match.actor,
+                    }
+                    for match in matches
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["bank_account_id", "transfer_id"])
+            .returning(self._matches.c.transfer_id)
+        ).all()
+        if len(inserted) != len(matches):
+            raise LedgerRuleViolation("a ledger entry is already matched to a bank line", code="entry_already_matched")
+
+    def unmatched_lines(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, dated_on_or_before: date | None
+    ) -> Sequence[BankStatementLine]:
+        lines, matches = self._lines, self._matches
+        query = sa.select(lines).where(
+            lines.c.tenant_id == tenant_id,
+            lines.c.bank_account_id == bank_account_id,
+            ~sa.exists().where(matches.c.line_id == lines.c.id),
+        )
+        if dated_on_or_before is not None:
+            query = query.where(lines.c.line_date <= dated_on_or_before)
+        rows = self._session.execute(query.order_by(lines.c.line_date, lines.c.statement_id, lines.c.line_number))
+        return [_bank_line_from_row(row._mapping, matches=()) for row in rows]
+
+    def unmatched_entries(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, effective_from: date | None, effective_to: date
+    ) -> Sequence[BankEntry]:
+        postings, matches = self._postings, self._matches
+        query = self._entries(tenant_id, bank_account_id).where(
+            postings.c.effective_date <= effective_to, matches.c.transfer_id.is_(None)
+        )
+        if effective_from is not None:
+            query = query.where(postings.c.effective_date >= effective_from)
+        return [_bank_entry_from_row(row._mapping) for row in self._session.execute(query)]
+
+    def entries_not_matched_by(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, effective_to: date, line_dated_on_or_before: date
+    ) -> Sequence[BankEntry]:
+        postings, matches, lines = self._postings, self._matches, self._lines
+        query = (
+            self._entries(tenant_id, bank_account_id)
+            .outerjoin(lines, lines.c.id == matches.c.line_id)
+            .where(
+                postings.c.effective_date <= effective_to,
+                sa.or_(matches.c.transfer_id.is_(None), lines.c.line_date > line_dated_on_or_before),
+            )
+        )
+        return [_bank_entry_from_row(row._mapping) for row in self._session.execute(query)]
+
+    def lines_matched_to_entries_after(
+        self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID, *, dated_on_or_before: date, effective_after: date
+    ) -> Sequence[tuple[BankStatementLine, Sequence[BankEntry]]]:
+        lines, matches, postings = self._lines, self._matches, self._postings
+        straddling = (
+            sa.select(matches.c.line_id)
+            .join(lines, lines.c.id == matches.c.line_id)
+            .join(
+                postings,
+                sa.and_(
+                    postings.c.transfer_id == matches.c.transfer_id, postings.c.account_id == matches.c.bank_account_id
+                ),
+            )
+            .where(
+                matches.c.tenant_id == tenant_id,
+                matches.c.bank_account_id == bank_account_id,
+                lines.c.line_date <= dated_on_or_before,
+                postings.c.effective_date > effective_after,
+            )
+        )
+        line_rows = self._session.execute(
+            sa.select(lines)
+            .where(lines.c.id.in_(straddling))
+            .order_by(lines.c.line_date, lines.c.statement_id, lines.c.line_number)
+        ).all()
+        if not line_rows:
+            return []
+        entries: dict[uuid.UUID, list[BankEntry]] = {}
+        for row in self._session.execute(
+            self._entries(tenant_id, bank_account_id).where(matches.c.line_id.in_([row.id for row in line_rows]))
+        ):
+            entry = _bank_entry_from_row(row._mapping)
+            assert entry.matched_line_id is not None
+            entries.setdefault(entry.matched_line_id, []).append(entry)
+        return [(_bank_line_from_row(row._mapping, matches=()), entries.get(row.id, [])) for row in line_rows]
+
+    def _counted(self) -> sa.Select[Any]:
+        statements, matches = self._statements, self._matches
+        matched = (
+            sa.select(sa.func.count(sa.distinct(matches.c.line_id)))
+            .where(matches.c.statement_id == statements.c.id)
+            .scalar_subquery()
+        )
+        return sa.select(statements, matched.label("matched_line_count"))
+
+    def _entries(self, tenant_id: uuid.UUID, bank_account_id: uuid.UUID) -> sa.Select[Any]:
+        """Postings on the bank account with their entry's header and match (if any), in a stable order."""
+        postings, transfers, matches = self._postings, self._transfers, self._matches
+        return (
+            sa.select(
+                postings.c.transfer_id,
+                postings.c.side,
+                postings.c.amount,
+                postings.c.effective_date,
+                postings.c.recorded_at,
+                transfers.c.kind,
+                transfers.c.description,
+                transfers.c.metadata,
+                matches.c.line_id,
+            )
+            .join(transfers, transfers.c.id == postings.c.transfer_id)
+            .outerjoin(
+                matches,
+                sa.and_(
+                    matches.c.bank_account_id == postings.c.account_id, matches.c.transfer_id == postings.c.transfer_id
+                ),
+            )
+            .where(postings.c.tenant_id == tenant_id, postings.c.account_id == bank_account_id)
+            .order_by(postings.c.effective_date, postings.c.recorded_at, postings.c.transfer_id)
+        )
+
+
+def _statement_from_row(row: Any, *, lines: tuple[BankStatementLine, ...] = ()) -> BankStatement:
+    return BankStatement(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        ledger_id=row["ledger_id"],
+        bank_account_id=row["bank_account_id"],
+        period_start=row["period_start"],
+        period_end=row["period_end"],
+        opening_balance=row["opening_balance"],
+        closing_balance=row["closing_balance"],
+        line_count=row["line_count"],
+        imported_at=row["imported_at"],
+        actor=row["actor"],
+        previous_statement_id=row["previous_statement_id"],
+        matched_line_count=row["matched_line_count"],
+        lines=lines,
+    )
+
+
+def _bank_line_from_row(row: Any, *, matches: tuple[StatementMatch, ...]) -> BankStatementLine:
+    return BankStatementLine(
+        id=row["id"],
+        statement_id=row["statement_id"],
+        line_number=row["line_number"],
+        date=row["line_date"],
+        amount=row["amount"],
+        reference=row["reference"],
+        description=row["description"],
+        matches=matches,
+    )
+
+
+def _match_from_row(row: Any) -> StatementMatch:
+    return StatementMatch(
+        line_id=row["line_id"],
+        transfer_id=row["transfer_id"],
+        statement_id=row["statement_id"],
+        bank_account_id=row["bank_account_id"],
+        tenant_id=row["tenant_id"],
+        ledger_id=row["ledger_id"],
+        kind=MatchKind(row["kind"]),
+        matched_at=row["matched_at"],
+        actor=row["actor"],
+    )
+
+
+def _bank_entry_from_row(row: Any) -> BankEntry:
+    return BankEntry(
+        transfer_id=row["transfer_id"],
+        kind=TransferKind(row["kind"]),
+        effective_date=row["effective_date"],
+        recorded_at=row["recorded_at"],
+        amount=row["amount"] if row["side"] == Side.DEBIT.value else -row["amount"],
+        description=row["description"],
+        reference=entry_reference(row["metadata"]),
+        matched_line_id=row["line_id"],
     )

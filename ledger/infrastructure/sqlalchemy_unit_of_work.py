@@ -15,8 +15,12 @@ from ledger.infrastructure.settings import LedgerSettings
 from ledger.infrastructure.sqlalchemy_repositories import (
     SqlAlchemyAccountRepository,
     SqlAlchemyApiKeyRepository,
+    SqlAlchemyBankStatementRepository,
+    SqlAlchemyClearanceHoldRepository,
     SqlAlchemyIdempotencyRepository,
     SqlAlchemyLedgerRepository,
+    SqlAlchemyPendingTransferRepository,
+    SqlAlchemyPeriodLockRepository,
     SqlAlchemyTransferRepository,
 )
 
@@ -79,6 +83,10 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self.transfers = SqlAlchemyTransferRepository(session, self._tables)
         self.idempotency = SqlAlchemyIdempotencyRepository(session, self._tables)
         self.api_keys = SqlAlchemyApiKeyRepository(session, self._tables)
+        self.pending_transfers = SqlAlchemyPendingTransferRepository(session, self._tables)
+        self.clearance_holds = SqlAlchemyClearanceHoldRepository(session, self._tables)
+        self.period_locks = SqlAlchemyPeriodLockRepository(session, self._tables)
+        self.bank_statements = SqlAlchemyBankStatementRepository(session, self._tables)
         return self
 
     def __exit__(
