@@ -341,8 +341,7 @@ def populate(container: Container) -> tuple[str, dict[str, str]]:
 
     pending_service = container.pending_transfer_service()
     pending = [
-        pending_service.create(tenant, actor, PendingDraft(trust_ledger, rich, poor, amount=1_00)).id
-        for _ in PENDING
+        pending_service.create(tenant, actor, PendingDraft(trust_ledger, rich, poor, amount=1_00)).id for _ in PENDING
     ]
     uncleared = [
         trust_operation(TrustOperationKind.DEPOSIT, trust_ledger, 2_00, client_account_id=rich, cleared=False)
@@ -350,8 +349,7 @@ def populate(container: Container) -> tuple[str, dict[str, str]]:
     ]
     bouncer = open_account(trust_ledger, "client-bouncing", AccountKind.CLIENT)
     returnable = [
-        trust_operation(TrustOperationKind.DEPOSIT, trust_ledger, 3_00, client_account_id=bouncer)
-        for _ in RETURNABLE
+        trust_operation(TrustOperationKind.DEPOSIT, trust_ledger, 3_00, client_account_id=bouncer) for _ in RETURNABLE
     ]
     # A statement in a ledger of its own: the example statement of the document stays importable elsewhere.
     statements_ledger = ledgers.open_ledger(tenant, name="Fuzz statements", currency="USD").id

@@ -185,8 +185,10 @@ def test_open_account_answers_201_with_zero_balances(client: TestClient) -> None
         "posted_credits": 0,
         "pending_debits": 0,
         "pending_credits": 0,
+        "uncleared": 0,
         "posted": 0,
         "available": 0,
+        "shortfall": 0,
     }
     assert _json(client.get(f"/v1/accounts/{body['id']}"), 200) == body
 

@@ -289,6 +289,13 @@ OPERATIONS: dict[tuple[str, str], Callable[[World], Call]] = {
     ("GET", "/v1/ledgers/{ledger_id}/bank-statements"): lambda w: Call({"ledger_id": w.ledger_id}),
     ("GET", "/v1/bank-statements/{statement_id}"): lambda w: Call({"statement_id": w.bank_statement_id}),
     ("POST", "/v1/ledgers/{ledger_id}/bank-statements/matching"): lambda w: Call({"ledger_id": w.ledger_id}, {}),
+    ("GET", "/v1/ledgers/{ledger_id}/reconciliation"): lambda w: Call(
+        {"ledger_id": w.ledger_id}, query={"as_of": "2999-12-31"}
+    ),
+    # Before the world's first bank statement and its first entry everything is zero: that day reconciles.
+    ("POST", "/v1/ledgers/{ledger_id}/reconciliation/sign-offs"): lambda w: Call(
+        {"ledger_id": w.ledger_id}, {"as_of": "2024-12-31"}
+    ),
     ("GET", "/v1/ledgers/{ledger_id}/unmatched"): lambda w: Call(
         {"ledger_id": w.ledger_id}, query={"as_of": "2025-12-31"}
     ),

@@ -138,6 +138,17 @@ def test_a_month_with_its_statement_reconciles_three_ways(any_container: Contain
     # The transfer between clients of day 12 is reversed today, after the month: as of its end it stands.
     assert [client.balance for client in result.clients] == [3_850_00, 1_100_00, 800_00]
 
+    # The report carries the same figures in every format.
+    from ledger.report_formats import report_as_csv, report_as_html
+    from tests.test_trust_reports import parse_report_csv
+
+    report = any_container.reconciliation_service().report(TENANT, month.ledger.id, month.end)
+    figures = {figure.label: figure.amount for figure in report.figures}
+    assert figures["Adjusted bank balance"] == figures["Trust book balance"] == 5_835_00
+    assert parse_report_csv(report_as_csv(report))[0] == figures
+    assert "Three-way reconciliation" in report_as_html(report)
+    assert report.flags == ()
+
 
 def test_each_seeded_discrepancy_is_its_own_reconciling_item(any_container: Container) -> None:
     month = book_month(any_container)

@@ -122,6 +122,9 @@ def test_trial_balance_balances_and_the_journal_splits_receipts_from_disbursemen
     assert figures(journal)["Disbursements"] == 400_00 + 1_250_00 + 900_00 + 15_00 + 99_00 + 700_00
     assert any("c-1 (Alice <Estate> & Co)" in str(row[3]) for row in payments.rows)
     assert len(receipts.rows) == 5
+    # The shortfall is flagged in every report until it is cured.
+    assert len(journal.flags) == 1 and "c-3" in journal.flags[0]
+    assert len(trial.flags) == 1 and "c-3" in trial.flags[0]
 
 
 def test_client_ledger_runs_the_balance_within_the_period(any_container: Container) -> None:
@@ -255,3 +258,44 @@ def test_reports_over_http_in_every_format(pg_container: Container) -> None:
         assert (bad.status_code, bad.json()["code"]) == (422, "invalid_period")
         missing = client.get(f"/v1/ledgers/{uuid.uuid4()}/reports/trial-balance?as_of=2026-01-01")
         assert missing.status_code == 404
+
+
+def test_report_commands_write_every_format(pg_container: Container, service_database: Any, tmp_path: Path) -> None:
+    import json
+    import os
+    import sys
+
+    from ledger.infrastructure.embedded_postgres import write_private_file
+
+    month = record_month(pg_container)
+    secret_file = tmp_path / "secrets" / "service.json"
+    write_private_file(secret_file, json.dumps(service_database.to_document()))
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("LEDGER_")}
+    environment.update(LEDGER_ENVIRONMENT="test", LEDGER_SECRET_FILE=str(secret_file), LEDGER_LOG_FORMAT="json")
+
+    def ledger(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ledger", *arguments],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    listing = tmp_path / "listing.csv"
+    done = ledger(
+        "report", "trust-listing", "--ledger", str(month.ledger.id), "--as-of", month.end.isoformat(),
+        "--format", "csv", "--output", str(listing),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert parse_report_csv(listing.read_text())[0]["Difference"] == 0
+    done = ledger(
+        "report", "client-ledger", "--account", str(month.alice), "--start", month.start.isoformat(),
+        "--end", month.end.isoformat(), "--format", "html",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("<!doctype html>") and "Client ledger: c-1" in done.stdout
+    refused = ledger("report", "trial-balance", "--ledger", str(month.ledger.id), "--as-of", "31/12/2026")
+    assert refused.returncode == 2
+    assert "invalid_date" in refused.stdout + refused.stderr

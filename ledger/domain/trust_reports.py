@@ -309,6 +309,7 @@ class TrustReportService:
                     Figure("Net change of the trust bank account", received - paid),
                 ),
                 tables=(table("Receipts", receipts), table("Disbursements", payments)),
+                flags=_shortfalls_as_of(uow, tenant_id, ledger_id, list(accounts.values()), end),
             )
 
         return self._runner.read_snapshot(build)
@@ -358,6 +359,17 @@ class TrustReportService:
             )
 
         return self._runner.read_snapshot(build)
+
+
+def _shortfalls_as_of(
+    uow: UnitOfWork, tenant_id: uuid.UUID, ledger_id: uuid.UUID, accounts: list[Account], as_of: date
+) -> tuple[str, ...]:
+    totals = uow.transfers.ledger_totals_as_of(tenant_id, ledger_id, as_of)
+    return shortfall_flags(
+        (account.code, account.name, balance_in_normal_direction(account.normal_side, *totals.get(account.id, (0, 0))))
+        for account in sorted(accounts, key=lambda account: account.code)
+        if account.kind is AccountKind.CLIENT
+    )
 
 
 def _check_period(start: date, end: date) -> None:
