@@ -43,7 +43,7 @@ class UnmatchedEntry:
     transfer_id: uuid.UUID
     date: date
     amount: int  # signed from the bank's view: + a receipt (bank debit), - a payment (bank credit)
-    kind: object
+    kind: str
     description: str
 
 
