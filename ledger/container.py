@@ -19,6 +19,7 @@ from ledger.domain.ledgers import AccountService, LedgerService, utc_now
 from ledger.domain.pending_transfer_service import PendingTransferService
 from ledger.domain.reconciliation_service import ReconciliationService
 from ledger.domain.transactions import RetryPolicy, TransactionRunner
+from ledger.domain.transfer_batches import TransferBatchService
 from ledger.domain.transfer_service import TransferService
 from ledger.domain.trust_operations import TrustService
 from ledger.domain.trust_reports import TrustReportService
@@ -155,6 +156,9 @@ class Container(containers.DeclarativeContainer):
     account_service = providers.Factory(AccountService, runner=transaction_runner)
     transfer_service = providers.Factory(
         TransferService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
+    )
+    transfer_batch_service = providers.Factory(
+        TransferBatchService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
     )
     trust_service = providers.Factory(
         TrustService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes

@@ -235,6 +235,13 @@ OPERATIONS: dict[tuple[str, str], Callable[[World], Call]] = {
         },
     ),
     ("GET", "/v1/transfers/{transfer_id}"): lambda w: Call({"transfer_id": w.deposit_id}),
+    ("POST", "/v1/ledgers/{ledger_id}/transfers/batch"): lambda w: Call(
+        {"ledger_id": w.ledger_id},
+        {
+            "mode": "independent",
+            "transfers": [{"postings": [_posting(w.bank_id, "debit", 1), _posting(w.client2_id, "credit", 1)]}],
+        },
+    ),
     ("POST", "/v1/transfers/{transfer_id}/reversal"): lambda w: Call(
         {"transfer_id": w.reversible_id}, {"description": "matrix reversal"}
     ),

@@ -33,6 +33,7 @@ from ledger.domain.model import (
 from ledger.domain.money import MAX_AMOUNT_MINOR_UNITS
 from ledger.domain.pending_transfers import MAX_PENDING_SECONDS, ClearanceHold, PendingTransfer
 from ledger.domain.reconciliation import ReconciliationSignOff
+from ledger.domain.transfer_batches import MAX_BATCH_TRANSFERS, BatchMode, BatchResult
 from ledger.domain.transfer_service import PointInTimeBalance
 from ledger.domain.transfers import (
     MAX_DESCRIPTION_LENGTH,
@@ -838,4 +839,74 @@ class UnmatchedOut(BaseModel):
             bank_lines_total=items.bank_lines_total,
             ledger_entries=[UnmatchedEntryOut.of(entry) for entry in items.ledger_entries],
             ledger_entries_total=items.ledger_entries_total,
+        )
+
+
+class BatchTransferIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    postings: list[PostingIn] = Field(min_length=2, max_length=MAX_POSTINGS_PER_TRANSFER)
+    description: Description
+    metadata: Metadata
+    effective_date: EffectiveDate
+
+
+class TransferBatchCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "mode": "independent",
+                    "transfers": [
+                        {
+                            "postings": [
+                                {"account_id": "0b9e5c1e-4c43-4b0c-9a55-3a8e3b8d2f01", "side": "debit", "amount": 500},
+                                {"account_id": "3c7d2f4a-1b2c-4d5e-8f90-a1b2c3d4e5f6", "side": "credit", "amount": 500},
+                            ],
+                            "description": "payout 1",
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
+    mode: BatchMode = Field(
+        description="atomic: all transfers or none (a refusal answers 422 naming the item); "
+        "independent: each transfer posted or refused on its own, with a result per item"
+    )
+    transfers: list[BatchTransferIn] = Field(min_length=1, max_length=MAX_BATCH_TRANSFERS)
+
+
+class BatchItemOut(BaseModel):
+    index: int
+    status: str = Field(description="posted or refused")
+    transfer: TransferOut | None = None
+    code: str | None = Field(default=None, description="why it was refused")
+    detail: str | None = None
+
+
+class TransferBatchOut(BaseModel):
+    mode: BatchMode
+    posted: int
+    refused: int
+    items: list[BatchItemOut]
+
+    @classmethod
+    def of(cls, result: BatchResult) -> TransferBatchOut:
+        return cls(
+            mode=result.mode,
+            posted=result.posted,
+            refused=result.refused,
+            items=[
+                BatchItemOut(
+                    index=item.index,
+                    status="posted" if item.transfer is not None else "refused",
+                    transfer=None if item.transfer is None else TransferOut.of(item.transfer),
+                    code=item.error_code,
+                    detail=item.error_message,
+                )
+                for item in result.items
+            ],
         )

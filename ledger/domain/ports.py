@@ -73,6 +73,11 @@ class TransferRepository(abc.ABC):
     def add(self, transfer: Transfer) -> None:
         """Raises ``LedgerRuleViolation`` (``transfer_already_reversed``) for a second reversal of one transfer."""
 
+    def add_many(self, transfers: Sequence[Transfer]) -> None:
+        """Several plain transfers (no reversals) at once; adapters write them with fewer statements."""
+        for transfer in transfers:
+            self.add(transfer)
+
     @abc.abstractmethod
     def get(self, tenant_id: uuid.UUID, transfer_id: uuid.UUID) -> Transfer | None: ...
 

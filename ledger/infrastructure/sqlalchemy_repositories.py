@@ -47,6 +47,8 @@ from ledger.domain.reconciliation import ReconciliationSignOff
 from ledger.domain.transfers import LedgerRuleViolation, Posting, Side, StatementLine, Transfer, TransferKind
 
 _STREAM_BATCH_ROWS = 2_000
+# Below SQLAlchemy's insertmanyvalues page (1,000 rows), so one execute is one INSERT statement.
+_POSTING_ROWS_PER_STATEMENT = 900
 
 
 class SqlAlchemyLedgerRepository(LedgerRepository):
@@ -217,25 +219,26 @@ class SqlAlchemyTransferRepository(TransferRepository):
                 raise LedgerRuleViolation("the transfer has already been reversed", code="transfer_already_reversed")
         else:
             self._session.execute(self._transfers.insert().values(_transfer_row(transfer)))
-        self._session.execute(
-            self._postings.insert(),
-            [
-                {
-                    "tenant_id": transfer.tenant_id,
-                    "ledger_id": transfer.ledger_id,
-                    "transfer_id": transfer.id,
-                    "account_id": posting.account_id,
-                    "side": posting.side.value,
-                    "amount": posting.amount,
-                    "account_version": posting.account_version,
-                    "balance_after": posting.balance_after,
-                    "effective_date": transfer.effective_date,
-                    "recorded_at": transfer.recorded_at,
-                    "chain_hash": posting.chain_hash,
-                }
-                for posting in transfer.postings
-            ],
-        )
+        self._session.execute(self._postings.insert(), _posting_rows([transfer]))
+
+    def add_many(self, transfers: Sequence[Transfer]) -> None:
+        if any(transfer.reverses_transfer_id is not None for transfer in transfers):
+            for transfer in transfers:
+                self.add(transfer)
+            return
+        self._session.execute(self._transfers.insert(), [_transfer_row(transfer) for transfer in transfers])
+        # The balance trigger checks each INSERT statement's postings per entry, and the driver sends a long
+        # executemany as several statements: cut it only between entries, never inside one.
+        chunk: list[Transfer] = []
+        rows = 0
+        for transfer in transfers:
+            if chunk and rows + len(transfer.postings) > _POSTING_ROWS_PER_STATEMENT:
+                self._session.execute(self._postings.insert(), _posting_rows(chunk))
+                chunk, rows = [], 0
+            chunk.append(transfer)
+            rows += len(transfer.postings)
+        if chunk:
+            self._session.execute(self._postings.insert(), _posting_rows(chunk))
 
     def get(self, tenant_id: uuid.UUID, transfer_id: uuid.UUID) -> Transfer | None:
         row = self._session.execute(
@@ -817,6 +820,26 @@ def _transfer_row(transfer: Transfer) -> dict[str, Any]:
         "actor": transfer.actor,
         "reverses_transfer_id": transfer.reverses_transfer_id,
     }
+
+
+def _posting_rows(transfers: Sequence[Transfer]) -> list[dict[str, Any]]:
+    return [
+        {
+            "tenant_id": transfer.tenant_id,
+            "ledger_id": transfer.ledger_id,
+            "transfer_id": transfer.id,
+            "account_id": posting.account_id,
+            "side": posting.side.value,
+            "amount": posting.amount,
+            "account_version": posting.account_version,
+            "balance_after": posting.balance_after,
+            "effective_date": transfer.effective_date,
+            "recorded_at": transfer.recorded_at,
+            "chain_hash": posting.chain_hash,
+        }
+        for transfer in transfers
+        for posting in transfer.postings
+    ]
 
 
 def _transfer_from_row(row: Any, *, postings: tuple[Posting, ...]) -> Transfer:

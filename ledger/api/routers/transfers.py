@@ -17,12 +17,15 @@ from ledger.api.schemas import (
     EarnedFee,
     FirmFundsMovement,
     ReversalCreate,
+    TransferBatchCreate,
+    TransferBatchOut,
     TransferCreate,
     TransferOut,
     TrustOperationBase,
 )
 from ledger.domain.api_keys import Principal
 from ledger.domain.transactions import TransactionRunner
+from ledger.domain.transfer_batches import TransferBatchService
 from ledger.domain.transfer_service import TransferService
 from ledger.domain.transfers import PostingDraft, TransferDraft
 from ledger.domain.trust_operations import TrustOperationKind, TrustService
@@ -31,6 +34,7 @@ router = APIRouter(prefix="/v1", tags=["transfers"])
 
 TransferServiceDependency = Annotated[TransferService, Depends(Provide["transfer_service"])]
 TrustServiceDependency = Annotated[TrustService, Depends(Provide["trust_service"])]
+TransferBatchServiceDependency = Annotated[TransferBatchService, Depends(Provide["transfer_batch_service"])]
 RunnerDependency = Annotated[TransactionRunner, Depends(Provide["transaction_runner"])]
 IdempotencyKey = Annotated[str, Depends(idempotency_key)]
 _WRITE_PROBLEMS = problem_responses(400, 404, 409, 413, 415, 422, 503)
@@ -65,6 +69,43 @@ def post_transfer(
     command = transfers.post_transfer_command(principal.tenant_id, principal.actor, draft)
     idempotent = idempotent_request(
         request, tenant_id=principal.tenant_id, key=key, payload=body, success_status=201, to_body=TransferOut.of
+    )
+    return recorded_response(runner.run_idempotently(idempotent, command))
+
+
+@router.post(
+    "/ledgers/{ledger_id}/transfers/batch",
+    status_code=status.HTTP_201_CREATED,
+    summary="Post up to 1,000 transfers in one transaction: atomic (all or none) or independent (a result per item)",
+    response_model=TransferBatchOut,
+    responses=_WRITE_PROBLEMS,
+)
+@inject
+def post_transfer_batch(
+    request: Request,
+    principal: Writer,
+    ledger_id: uuid.UUID,
+    body: TransferBatchCreate,
+    key: IdempotencyKey,
+    batches: TransferBatchServiceDependency,
+    runner: RunnerDependency,
+) -> JSONResponse:
+    drafts = [
+        TransferDraft(
+            ledger_id=ledger_id,
+            postings=tuple(
+                PostingDraft(account_id=posting.account_id, side=posting.side, amount=posting.amount)
+                for posting in item.postings
+            ),
+            description=item.description,
+            metadata=item.metadata,
+            effective_date=item.effective_date,
+        )
+        for item in body.transfers
+    ]
+    command = batches.post_batch_command(principal.tenant_id, principal.actor, ledger_id, drafts, body.mode)
+    idempotent = idempotent_request(
+        request, tenant_id=principal.tenant_id, key=key, payload=body, success_status=201, to_body=TransferBatchOut.of
     )
     return recorded_response(runner.run_idempotently(idempotent, command))
 
