@@ -6,8 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import boto3
-import botocore.config
 from dependency_injector import containers, providers
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
@@ -32,6 +30,7 @@ from ledger.infrastructure.secret_providers import (
     DatabaseUrlProvider,
     SecretFileProvider,
     SecretProvider,
+    secrets_manager_client,
 )
 from ledger.infrastructure.settings import CredentialSource, LedgerSettings
 from ledger.infrastructure.sqlalchemy_unit_of_work import (
@@ -87,15 +86,9 @@ def _secret_provider(
 ) -> SecretProvider:
     if source is CredentialSource.AWS_SECRETS_MANAGER:
         assert aws_secret_id is not None
-        client = boto3.session.Session().client(
-            "secretsmanager",
-            region_name=settings.aws_region,
-            endpoint_url=settings.aws_endpoint_url,
-            config=botocore.config.Config(
-                connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}
-            ),
+        return AwsSecretsManagerProvider(
+            aws_secret_id, secrets_manager_client(settings), ttl_seconds=settings.secret_cache_ttl_seconds
         )
-        return AwsSecretsManagerProvider(aws_secret_id, client, ttl_seconds=settings.secret_cache_ttl_seconds)
     if source is CredentialSource.SECRET_FILE:
         assert secret_file is not None
         return SecretFileProvider(secret_file, ttl_seconds=settings.secret_cache_ttl_seconds)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from ledger.domain.errors import NotFound
 from ledger.domain.ledger_checkpoints import ChainHead, Checkpoint
+from ledger.domain.ledgers import MAX_PAGE_SIZE, every_account
 from ledger.domain.model import Account, Ledger, NormalSide
 from ledger.domain.ports import UnitOfWork
 from ledger.domain.posting_chain import genesis_hash, next_chain_hash
@@ -23,7 +24,6 @@ from ledger.domain.transfers import Posting, Side, Transfer, chain_link
 
 ProgressCallback = Callable[[int, int], None]
 PROGRESS_EVERY_POSTINGS = 10_000
-_ACCOUNT_PAGE = 500
 
 
 class FindingKind(enum.StrEnum):
@@ -209,9 +209,9 @@ class LedgerVerificationService:
             found: list[Ledger] = []
             after: uuid.UUID | None = None
             while True:
-                page = uow.ledgers.list_all(tenant_id, after=after, limit=_ACCOUNT_PAGE)
+                page = uow.ledgers.list_all(tenant_id, after=after, limit=MAX_PAGE_SIZE)
                 found.extend(page)
-                if len(page) < _ACCOUNT_PAGE:
+                if len(page) < MAX_PAGE_SIZE:
                     return found
                 after = page[-1].id
 
@@ -239,7 +239,7 @@ class LedgerVerificationService:
                     version=account.version,
                     chain_head=account.chain_head or genesis_hash(account.id),
                 )
-                for account in _accounts(uow, tenant_id, ledger_id)
+                for account in every_account(uow, tenant_id, ledger_id)
                 if account.version > 0
             ]
 
@@ -260,7 +260,7 @@ class LedgerVerificationService:
             account.id: _AccountChainState(
                 account=account, head=genesis_hash(account.id), checkpoint=signed_heads.get(account.id)
             )
-            for account in _accounts(uow, tenant_id, ledger_id)
+            for account in every_account(uow, tenant_id, ledger_id)
         }
         total = uow.transfers.count_postings(tenant_id, ledger_id)
         findings: list[Finding] = []
@@ -323,16 +323,6 @@ def _ledger(uow: UnitOfWork, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Ledg
     if ledger is None:
         raise NotFound("ledger not found", code="ledger_not_found")
     return ledger
-
-
-def _accounts(uow: UnitOfWork, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Iterator[Account]:
-    after: uuid.UUID | None = None
-    while True:
-        page = uow.accounts.list(tenant_id, ledger_id, after=after, limit=_ACCOUNT_PAGE)
-        yield from page
-        if len(page) < _ACCOUNT_PAGE:
-            return
-        after = page[-1].id
 
 
 def describe(findings: Iterable[Finding]) -> list[str]:

@@ -7,7 +7,7 @@ against a unit of work by the ``TransactionRunner``, plainly or idempotently.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
@@ -226,3 +226,14 @@ def _page(items: Sequence[Item], limit: int, cursor_of: Callable[[Item], str]) -
         kept = items[:limit]
         return Page(items=kept, next_cursor=cursor_of(kept[-1]))
     return Page(items=items, next_cursor=None)
+
+
+def every_account(uow: UnitOfWork, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Iterator[Account]:
+    """Every account of a ledger in id order, read page by page (for reports and verification, not the API)."""
+    after: uuid.UUID | None = None
+    while True:
+        page = uow.accounts.list(tenant_id, ledger_id, after=after, limit=MAX_PAGE_SIZE)
+        yield from page
+        if len(page) < MAX_PAGE_SIZE:
+            return
+        after = page[-1].id

@@ -30,8 +30,7 @@ from ledger.domain.trust_reports import (
     Report,
     ReportKind,
     ReportTable,
-    balance_in_normal_direction,
-    ledger_accounts,
+    account_balances_as_of,
     report_document,
     shortfall_flags,
 )
@@ -67,22 +66,12 @@ def reconcile_in_unit_of_work(
                 "opening balance of the first imported statement",
             )
         )
-    totals = uow.transfers.ledger_totals_as_of(ledger.tenant_id, ledger.id, as_of)
-    accounts = ledger_accounts(uow, ledger.tenant_id, ledger.id)
-
-    def balance(account_kind: AccountKind) -> list[tuple[uuid.UUID, str, str, int]]:
-        return [
-            (
-                account.id,
-                account.code,
-                account.name,
-                balance_in_normal_direction(account.normal_side, *totals.get(account.id, (0, 0))),
-            )
-            for account in accounts
-            if account.kind is account_kind and (account.kind is not AccountKind.BANK or account.id == bank.id)
-        ]
-
-    clients = tuple(ClientBalance(*row) for row in balance(AccountKind.CLIENT))
+    balances = account_balances_as_of(uow, ledger.tenant_id, ledger.id, as_of)
+    clients = tuple(
+        ClientBalance(account.id, account.code, account.name, balance)
+        for account, balance in balances
+        if account.kind is AccountKind.CLIENT
+    )
     return ThreeWayReconciliation(
         ledger_id=ledger.id,
         as_of=as_of,
@@ -94,9 +83,9 @@ def reconcile_in_unit_of_work(
         outstanding_disbursements=-sum(
             item.amount for item in items if item.kind is ReconcilingItemKind.OUTSTANDING_DISBURSEMENT
         ),
-        book_balance=sum(row[3] for row in balance(AccountKind.BANK)),
+        book_balance=sum(balance for account, balance in balances if account.id == bank.id),
         client_total=sum(client.balance for client in clients),
-        firm_total=sum(row[3] for row in balance(AccountKind.FIRM_FUNDS)),
+        firm_total=sum(balance for account, balance in balances if account.kind is AccountKind.FIRM_FUNDS),
         items=tuple(sorted(items, key=lambda item: (item.date, item.kind.value))),
         clients=clients,
     )

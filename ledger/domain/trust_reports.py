@@ -15,13 +15,11 @@ from datetime import date, datetime
 from typing import Any
 
 from ledger.domain.errors import InvalidRequest, NotFound
-from ledger.domain.ledgers import require_ledger
+from ledger.domain.ledgers import every_account, require_ledger
 from ledger.domain.model import Account, AccountKind, Ledger, NormalSide
 from ledger.domain.ports import UnitOfWork
 from ledger.domain.transactions import TransactionRunner
 from ledger.domain.transfers import Side, StatementLine
-
-_ACCOUNT_PAGE = 500
 
 
 class ColumnKind(enum.StrEnum):
@@ -82,14 +80,19 @@ def balance_in_normal_direction(normal_side: NormalSide, debits: int, credits: i
 
 
 def ledger_accounts(uow: UnitOfWork, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> list[Account]:
-    accounts: list[Account] = []
-    after: uuid.UUID | None = None
-    while True:
-        page = uow.accounts.list(tenant_id, ledger_id, after=after, limit=_ACCOUNT_PAGE)
-        accounts.extend(page)
-        if len(page) < _ACCOUNT_PAGE:
-            return sorted(accounts, key=lambda account: (account.kind.value, account.code))
-        after = page[-1].id
+    """Every account of the ledger, by kind then code: the order reports list them in."""
+    return sorted(every_account(uow, tenant_id, ledger_id), key=lambda account: (account.kind.value, account.code))
+
+
+def account_balances_as_of(
+    uow: UnitOfWork, tenant_id: uuid.UUID, ledger_id: uuid.UUID, as_of: date
+) -> list[tuple[Account, int]]:
+    """Every account of the ledger (in report order) with its balance from the postings effective by ``as_of``."""
+    totals = uow.transfers.ledger_totals_as_of(tenant_id, ledger_id, as_of)
+    return [
+        (account, balance_in_normal_direction(account.normal_side, *totals.get(account.id, (0, 0))))
+        for account in ledger_accounts(uow, tenant_id, ledger_id)
+    ]
 
 
 def shortfall_flags(clients: Iterable[tuple[str, str, int]]) -> tuple[str, ...]:
@@ -140,11 +143,7 @@ class TrustReportService:
 
         def build(uow: UnitOfWork) -> Report:
             ledger = require_ledger(uow, tenant_id, ledger_id)
-            totals = uow.transfers.ledger_totals_as_of(tenant_id, ledger_id, as_of)
-            balances = [
-                (account, balance_in_normal_direction(account.normal_side, *totals.get(account.id, (0, 0))))
-                for account in ledger_accounts(uow, tenant_id, ledger_id)
-            ]
+            balances = account_balances_as_of(uow, tenant_id, ledger_id, as_of)
             clients = [(account, balance) for account, balance in balances if account.kind is AccountKind.CLIENT]
             client_total = sum(balance for _, balance in clients)
             firm_total = sum(balance for account, balance in balances if account.kind is AccountKind.FIRM_FUNDS)
@@ -309,7 +308,7 @@ class TrustReportService:
                     Figure("Net change of the trust bank account", received - paid),
                 ),
                 tables=(table("Receipts", receipts), table("Disbursements", payments)),
-                flags=_shortfalls_as_of(uow, tenant_id, ledger_id, list(accounts.values()), end),
+                flags=_shortfalls_as_of(uow, tenant_id, ledger_id, end),
             )
 
         return self._runner.read_snapshot(build)
@@ -361,13 +360,10 @@ class TrustReportService:
         return self._runner.read_snapshot(build)
 
 
-def _shortfalls_as_of(
-    uow: UnitOfWork, tenant_id: uuid.UUID, ledger_id: uuid.UUID, accounts: list[Account], as_of: date
-) -> tuple[str, ...]:
-    totals = uow.transfers.ledger_totals_as_of(tenant_id, ledger_id, as_of)
+def _shortfalls_as_of(uow: UnitOfWork, tenant_id: uuid.UUID, ledger_id: uuid.UUID, as_of: date) -> tuple[str, ...]:
     return shortfall_flags(
-        (account.code, account.name, balance_in_normal_direction(account.normal_side, *totals.get(account.id, (0, 0))))
-        for account in sorted(accounts, key=lambda account: account.code)
+        (account.code, account.name, balance)
+        for account, balance in account_balances_as_of(uow, tenant_id, ledger_id, as_of)
         if account.kind is AccountKind.CLIENT
     )
 

@@ -14,6 +14,7 @@ from pydantic import SecretBytes
 
 from ledger.domain.ledger_checkpoints import MIN_KEY_BYTES
 from ledger.infrastructure.embedded_postgres import write_private_file
+from ledger.infrastructure.secret_providers import secrets_manager_client
 from ledger.infrastructure.settings import CredentialSource, LedgerSettings
 
 if TYPE_CHECKING:
@@ -61,16 +62,7 @@ def load_checkpoint_key(settings: LedgerSettings, *, create_embedded: bool) -> S
     """The configured key; for the embedded default a generated key file (made on the first checkpoint when
     ``create_embedded``); None when no key is configured."""
     if settings.checkpoint_key_secret_id is not None:
-        import boto3
-        import botocore.config
-
-        client = boto3.session.Session().client(
-            "secretsmanager",
-            region_name=settings.aws_region,
-            endpoint_url=settings.aws_endpoint_url,
-            config=botocore.config.Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2}),
-        )
-        return key_from_secrets_manager(client, settings.checkpoint_key_secret_id)
+        return key_from_secrets_manager(secrets_manager_client(settings), settings.checkpoint_key_secret_id)
     if settings.checkpoint_key_file is not None:
         return key_from_file(settings.checkpoint_key_file)
     if settings.credential_source is CredentialSource.EMBEDDED:

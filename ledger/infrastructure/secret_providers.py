@@ -21,6 +21,8 @@ from ledger.infrastructure.database_credentials import DatabaseCredentials, Inva
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
+    from ledger.infrastructure.settings import LedgerSettings
+
 Clock = Callable[[], float]
 
 # After the store could not be read, serve the cached credentials and try the store again this soon.
@@ -202,3 +204,20 @@ class DatabaseUrlProvider:
 
     def pending(self) -> DatabaseCredentials | None:
         return None
+
+
+def secrets_manager_client(settings: LedgerSettings) -> SecretsManagerClient:
+    """The one way this service talks to Secrets Manager: the configured region and endpoint, short timeouts, two
+    attempts (a slow store must not hold a login or a start-up check for long)."""
+    import boto3
+    import botocore.config
+
+    client: SecretsManagerClient = boto3.session.Session().client(
+        "secretsmanager",
+        region_name=settings.aws_region,
+        endpoint_url=settings.aws_endpoint_url,
+        config=botocore.config.Config(
+            connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}
+        ),
+    )
+    return client

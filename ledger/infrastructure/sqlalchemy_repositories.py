@@ -274,23 +274,27 @@ class SqlAlchemyTransferRepository(TransferRepository):
         ).scalar_one_or_none()
         return found
 
+    def _statement_lines(self) -> sa.Select[Any]:
+        """Postings with what a statement line shows of their entry."""
+        postings, transfers = self._postings, self._transfers
+        return sa.select(
+            postings.c.transfer_id,
+            transfers.c.kind,
+            transfers.c.description,
+            postings.c.side,
+            postings.c.amount,
+            postings.c.account_version,
+            postings.c.balance_after,
+            postings.c.effective_date,
+            postings.c.recorded_at,
+        ).join(transfers, transfers.c.id == postings.c.transfer_id)
+
     def statement(
         self, tenant_id: uuid.UUID, account_id: uuid.UUID, *, after_version: int, limit: int
     ) -> Sequence[StatementLine]:
-        postings, transfers = self._postings, self._transfers
+        postings = self._postings
         rows = self._session.execute(
-            sa.select(
-                postings.c.transfer_id,
-                transfers.c.kind,
-                transfers.c.description,
-                postings.c.side,
-                postings.c.amount,
-                postings.c.account_version,
-                postings.c.balance_after,
-                postings.c.effective_date,
-                postings.c.recorded_at,
-            )
-            .join(transfers, transfers.c.id == postings.c.transfer_id)
+            self._statement_lines()
             .where(
                 postings.c.tenant_id == tenant_id,
                 postings.c.account_id == account_id,
@@ -299,20 +303,7 @@ class SqlAlchemyTransferRepository(TransferRepository):
             .order_by(postings.c.account_version)
             .limit(limit)
         )
-        return [
-            StatementLine(
-                transfer_id=row.transfer_id,
-                kind=TransferKind(row.kind),
-                description=row.description,
-                side=Side(row.side),
-                amount=row.amount,
-                account_version=row.account_version,
-                balance_after=row.balance_after,
-                effective_date=row.effective_date,
-                recorded_at=row.recorded_at,
-            )
-            for row in rows
-        ]
+        return [_statement_line_from_row(row) for row in rows]
 
     def totals_as_of(
         self,
@@ -356,20 +347,9 @@ class SqlAlchemyTransferRepository(TransferRepository):
     def account_lines(
         self, tenant_id: uuid.UUID, account_id: uuid.UUID, *, effective_to: date
     ) -> Sequence[StatementLine]:
-        postings, transfers = self._postings, self._transfers
+        postings = self._postings
         rows = self._session.execute(
-            sa.select(
-                postings.c.transfer_id,
-                transfers.c.kind,
-                transfers.c.description,
-                postings.c.side,
-                postings.c.amount,
-                postings.c.account_version,
-                postings.c.balance_after,
-                postings.c.effective_date,
-                postings.c.recorded_at,
-            )
-            .join(transfers, transfers.c.id == postings.c.transfer_id)
+            self._statement_lines()
             .where(
                 postings.c.tenant_id == tenant_id,
                 postings.c.account_id == account_id,
@@ -377,20 +357,7 @@ class SqlAlchemyTransferRepository(TransferRepository):
             )
             .order_by(postings.c.effective_date, postings.c.account_version)
         )
-        return [
-            StatementLine(
-                transfer_id=row.transfer_id,
-                kind=TransferKind(row.kind),
-                description=row.description,
-                side=Side(row.side),
-                amount=row.amount,
-                account_version=row.account_version,
-                balance_after=row.balance_after,
-                effective_date=row.effective_date,
-                recorded_at=row.recorded_at,
-            )
-            for row in rows
-        ]
+        return [_statement_line_from_row(row) for row in rows]
 
     def counterpart_accounts(
         self, tenant_id: uuid.UUID, transfer_ids: Sequence[uuid.UUID]
@@ -820,6 +787,20 @@ def _transfer_row(transfer: Transfer) -> dict[str, Any]:
         "actor": transfer.actor,
         "reverses_transfer_id": transfer.reverses_transfer_id,
     }
+
+
+def _statement_line_from_row(row: Any) -> StatementLine:
+    return StatementLine(
+        transfer_id=row.transfer_id,
+        kind=TransferKind(row.kind),
+        description=row.description,
+        side=Side(row.side),
+        amount=row.amount,
+        account_version=row.account_version,
+        balance_after=row.balance_after,
+        effective_date=row.effective_date,
+        recorded_at=row.recorded_at,
+    )
 
 
 def _posting_rows(transfers: Sequence[Transfer]) -> list[dict[str, Any]]:
