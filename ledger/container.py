@@ -18,6 +18,7 @@ from ledger.domain.pending_transfer_service import PendingTransferService
 from ledger.domain.reconciliation_service import ReconciliationService
 from ledger.domain.transactions import RetryPolicy, TransactionRunner
 from ledger.domain.transfer_batches import TransferBatchService
+from ledger.domain.transfer_coalescing import CoalescingTransferWriter, DirectTransferWriter, TransferWriter
 from ledger.domain.transfer_service import TransferService
 from ledger.domain.trust_operations import TrustService
 from ledger.domain.trust_reports import TrustReportService
@@ -109,8 +110,34 @@ def database_engine_lifecycle(settings: LedgerSettings, connector: CredentialedC
         engine.dispose()
 
 
+def transfer_writer_lifecycle(
+    settings: LedgerSettings, transfer_service: TransferService, runner: TransactionRunner
+) -> Iterator[TransferWriter]:
+    """The coalescing writer (or one transaction per transfer when switched off); its threads stop at shutdown."""
+    writer: TransferWriter
+    if settings.coalescing_enabled:
+        writer = CoalescingTransferWriter(
+            transfer_service,
+            runner,
+            max_group=settings.coalescing_max_group,
+            max_wait_seconds=settings.coalescing_max_wait_ms / 1000,
+            writer_threads=settings.coalescing_writer_threads,
+            max_metadata_bytes=settings.max_metadata_bytes,
+        )
+    else:
+        writer = DirectTransferWriter(transfer_service, runner)
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
 def _same(engine: Engine) -> Engine:
     return engine
+
+
+def _same_writer(writer: TransferWriter) -> TransferWriter:
+    return writer
 
 
 class Container(containers.DeclarativeContainer):
@@ -153,6 +180,11 @@ class Container(containers.DeclarativeContainer):
     transfer_batch_service = providers.Factory(
         TransferBatchService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
     )
+    # One writer per process, shared by every request; the resource closes it at shutdown.
+    transfer_writer_resource = providers.Resource(
+        transfer_writer_lifecycle, settings, transfer_service, transaction_runner
+    )
+    transfer_writer = providers.ThreadSafeSingleton(_same_writer, transfer_writer_resource)
     trust_service = providers.Factory(
         TrustService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
     )

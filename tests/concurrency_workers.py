@@ -8,6 +8,7 @@ dictionary (plain, picklable values only) on the queue.
 from __future__ import annotations
 
 import random
+import threading
 import time
 import traceback
 import uuid
@@ -31,7 +32,7 @@ SNAPSHOT_SQL = sa.text(
 )
 
 
-def _container(database_url: str, pool_size: int) -> Any:
+def _container(database_url: str, pool_size: int, writer_threads: int = 1) -> Any:
     from ledger.container import build_container
     from ledger.infrastructure.settings import LedgerSettings
 
@@ -41,6 +42,7 @@ def _container(database_url: str, pool_size: int) -> Any:
         database_url=SecretStr(database_url),
         pool_size=pool_size,
         max_overflow=0,
+        coalescing_writer_threads=writer_threads,
     )
     return build_container(settings)
 
@@ -59,13 +61,15 @@ def transfer_worker(
     database_url: str,
     ledger_id: str,
     account_ids: list[str],
-    transfers: int,
+    threads: int,
+    transfers_per_thread: int,
     max_amount: int,
     seed: int,
     go: Event,
     queue: Queue[dict[str, Any]],
 ) -> None:
-    """Posts ``transfers`` random transfers between random pairs of the accounts through the transfer service."""
+    """``threads`` threads each post ``transfers_per_thread`` random transfers between random pairs of the accounts
+    through the process's coalescing writer, which groups the concurrent ones into shared transactions."""
     container = None
     try:
         import ledger
@@ -73,44 +77,58 @@ def transfer_worker(
         from ledger.domain.model import DEFAULT_TENANT_ID
         from ledger.domain.transfers import LedgerRuleViolation, PostingDraft, Side, TransferDraft
 
-        container = _container(database_url, pool_size=2)
-        service = container.transfer_service()
+        container = _container(database_url, pool_size=2, writer_threads=2)
+        writer = container.transfer_writer()
         _warm_up(container)
         queue.put({"role": "writer", "index": index, "ready": True})
         if not go.wait(START_TIMEOUT_SECONDS):
             raise TimeoutError("the start signal never came")
 
-        rng = random.Random(seed)
         ledger_uuid = uuid.UUID(ledger_id)
         accounts = [uuid.UUID(account_id) for account_id in account_ids]
         acknowledged: list[str] = []
         refusals: dict[str, int] = {}
         unavailable: list[str] = []
         unexpected: list[str] = []
+        outcome_lock = threading.Lock()
+
+        def post_transfers(thread_index: int) -> None:
+            rng = random.Random(seed * 100 + thread_index)
+            for _ in range(transfers_per_thread):
+                source, target = rng.sample(accounts, 2)
+                amount = rng.randint(1, max_amount)
+                draft = TransferDraft(
+                    ledger_id=ledger_uuid,
+                    postings=(
+                        # Asset accounts are debit-normal: the credit takes money out of ``source``.
+                        PostingDraft(account_id=target, side=Side.DEBIT, amount=amount),
+                        PostingDraft(account_id=source, side=Side.CREDIT, amount=amount),
+                    ),
+                    description=f"worker {index}.{thread_index}",
+                )
+                try:
+                    transfer = writer.post(DEFAULT_TENANT_ID, f"concurrency-worker-{index}", draft)
+                except LedgerRuleViolation as refusal:
+                    with outcome_lock:
+                        refusals[refusal.code] = refusals.get(refusal.code, 0) + 1
+                except ServiceUnavailable as error:
+                    with outcome_lock:
+                        unavailable.append(error.code)
+                except Exception as error:  # every surprise is reported to the test, which fails on it
+                    with outcome_lock:
+                        unexpected.append(f"{type(error).__name__}: {error}")
+                else:
+                    with outcome_lock:
+                        acknowledged.append(str(transfer.id))
+
         started = time.perf_counter()
-        for _ in range(transfers):
-            source, target = rng.sample(accounts, 2)
-            amount = rng.randint(1, max_amount)
-            draft = TransferDraft(
-                ledger_id=ledger_uuid,
-                postings=(
-                    # Asset accounts are debit-normal: the credit takes money out of ``source``.
-                    PostingDraft(account_id=target, side=Side.DEBIT, amount=amount),
-                    PostingDraft(account_id=source, side=Side.CREDIT, amount=amount),
-                ),
-                description=f"worker {index}",
-            )
-            try:
-                transfer = service.post_transfer(DEFAULT_TENANT_ID, f"concurrency-worker-{index}", draft)
-            except LedgerRuleViolation as refusal:
-                refusals[refusal.code] = refusals.get(refusal.code, 0) + 1
-            except ServiceUnavailable as error:
-                unavailable.append(error.code)
-            except Exception as error:  # every surprise is reported to the test, which fails on it
-                unexpected.append(f"{type(error).__name__}: {error}")
-            else:
-                acknowledged.append(str(transfer.id))
+        workers = [threading.Thread(target=post_transfers, args=(number,)) for number in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
         elapsed = time.perf_counter() - started
+        statistics = writer.statistics()
         queue.put(
             {
                 "role": "writer",
@@ -120,6 +138,8 @@ def transfer_worker(
                 "unavailable": unavailable,
                 "unexpected": unexpected,
                 "elapsed": elapsed,
+                "groups": statistics.groups,
+                "largest_group": statistics.largest_group,
                 "checked_out": container.database_engine().pool.checkedout(),
                 "ledger_package": ledger.__file__,
             }

@@ -38,8 +38,11 @@ from tests.postgres_admin import PostgresAdmin
 CORE_DIR = Path(__file__).resolve().parent.parent
 
 # --- 1. conservation --------------------------------------------------------------------------------------------
-WRITER_PROCESSES = 16
-TRANSFERS_PER_WRITER = 320  # 5,120 in all
+# Each writer process posts through its coalescing writer from several threads: concurrent transfers share
+# transactions, and the invariants below must hold all the same.
+WRITER_PROCESSES = 4
+THREADS_PER_WRITER = 4
+TRANSFERS_PER_THREAD = 320  # 5,120 in all
 READER_PROCESSES = 1
 ACCOUNTS = 8
 INITIAL_BALANCE = 100_000
@@ -68,10 +71,13 @@ def test_concurrent_transfers_from_many_processes_conserve_the_total(service_dat
             refusals.update(writer["refusals"])
         unavailable = Counter(code for writer in writers for code in writer["unavailable"])
         unexpected = [error for writer in writers for error in writer["unexpected"]]
-        attempted = WRITER_PROCESSES * TRANSFERS_PER_WRITER
+        attempted = WRITER_PROCESSES * THREADS_PER_WRITER * TRANSFERS_PER_THREAD
+        groups = sum(writer["groups"] for writer in writers)
+        largest_group = max(writer["largest_group"] for writer in writers)
         writer_seconds = timings["write"]
         print(
-            f"\nconservation: {attempted} transfers by {WRITER_PROCESSES} processes in {writer_seconds:.2f} s"
+            f"\nconservation: {attempted} transfers by {WRITER_PROCESSES} processes x {THREADS_PER_WRITER} threads"
+            f" in {writer_seconds:.2f} s, {groups} transactions (largest group {largest_group})"
             f" = {attempted / writer_seconds:.0f} transfers/s ({len(acknowledged) / writer_seconds:.0f} posted/s);"
             f" {len(acknowledged)} posted, refusals {dict(refusals)},"
             f" unavailable {dict(unavailable)}; reads {[reader['reads'] for reader in readers]}"
@@ -88,6 +94,7 @@ def test_concurrent_transfers_from_many_processes_conserve_the_total(service_dat
         assert len(acknowledged) + sum(refusals.values()) == attempted
         assert acknowledged, "no transfer was posted at all"
         assert refusals["insufficient_funds"] > 0, "the amounts never overdrew an account: the test proves too little"
+        assert largest_group > 1, "no two transfers ever shared a transaction: the writer was not coalescing"
 
         for reader in readers:
             assert reader["isolation_seen"] == ["repeatable read/on"]
@@ -216,7 +223,8 @@ def _run_workers(
                 database_url,
                 ledger_id,
                 account_ids,
-                TRANSFERS_PER_WRITER,
+                THREADS_PER_WRITER,
+                TRANSFERS_PER_THREAD,
                 MAX_AMOUNT,
                 1000 + index,
                 go,

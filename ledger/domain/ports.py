@@ -205,6 +205,18 @@ class IdempotencyRepository(abc.ABC):
     @abc.abstractmethod
     def add(self, record: IdempotencyRecord) -> None: ...
 
+    def try_claim_many(self, keys: Sequence[tuple[uuid.UUID, str]]) -> set[tuple[uuid.UUID, str]]:
+        """Claims many (tenant, key) pairs at once; returns those claimed (the others are in flight elsewhere)."""
+        return {(tenant_id, key) for tenant_id, key in keys if self.try_claim(tenant_id, key)}
+
+    def get_many(self, keys: Sequence[tuple[uuid.UUID, str]]) -> dict[tuple[uuid.UUID, str], IdempotencyRecord]:
+        found = ((tenant_key, self.get(*tenant_key)) for tenant_key in keys)
+        return {tenant_key: record for tenant_key, record in found if record is not None}
+
+    def add_many(self, records: Sequence[IdempotencyRecord]) -> None:
+        for record in records:
+            self.add(record)
+
 
 class ApiKeyRepository(abc.ABC):
     @abc.abstractmethod

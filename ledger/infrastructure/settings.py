@@ -96,7 +96,25 @@ class LedgerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
-    threadpool_size: int = Field(default=40, ge=1, le=1000)
+    threadpool_size: int = Field(default=64, ge=1, le=1000)
+
+    # The coalescing writer: concurrent single transfers of one process share one transaction. A group closes when
+    # full or when the wait since its first transfer is over; each writer thread runs one group at a time.
+    coalescing_enabled: bool = True
+    coalescing_max_group: int = Field(default=32, ge=1, le=1000)
+    coalescing_max_wait_ms: float = Field(default=2.0, ge=0, le=100)
+    coalescing_writer_threads: int = Field(default=4, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _thread_pool_larger_than_a_group(self) -> LedgerSettings:
+        # Each transfer waiting in a group holds a thread of the pool: a pool no larger than a group could never
+        # fill one, and every group would wait out its whole wait.
+        if self.coalescing_enabled and self.threadpool_size <= self.coalescing_max_group:
+            raise ValueError(
+                f"LEDGER_THREADPOOL_SIZE ({self.threadpool_size}) must be larger than LEDGER_COALESCING_MAX_GROUP "
+                f"({self.coalescing_max_group})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_credential_source(self) -> LedgerSettings:

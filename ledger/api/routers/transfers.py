@@ -26,6 +26,7 @@ from ledger.api.schemas import (
 from ledger.domain.api_keys import Principal
 from ledger.domain.transactions import TransactionRunner
 from ledger.domain.transfer_batches import TransferBatchService
+from ledger.domain.transfer_coalescing import TransferWriter
 from ledger.domain.transfer_service import TransferService
 from ledger.domain.transfers import PostingDraft, TransferDraft
 from ledger.domain.trust_operations import TrustOperationKind, TrustService
@@ -35,6 +36,7 @@ router = APIRouter(prefix="/v1", tags=["transfers"])
 TransferServiceDependency = Annotated[TransferService, Depends(Provide["transfer_service"])]
 TrustServiceDependency = Annotated[TrustService, Depends(Provide["trust_service"])]
 TransferBatchServiceDependency = Annotated[TransferBatchService, Depends(Provide["transfer_batch_service"])]
+TransferWriterDependency = Annotated[TransferWriter, Depends(Provide["transfer_writer"])]
 RunnerDependency = Annotated[TransactionRunner, Depends(Provide["transaction_runner"])]
 IdempotencyKey = Annotated[str, Depends(idempotency_key)]
 _WRITE_PROBLEMS = problem_responses(400, 404, 409, 413, 415, 422, 503)
@@ -53,9 +55,9 @@ def post_transfer(
     principal: Writer,
     body: TransferCreate,
     key: IdempotencyKey,
-    transfers: TransferServiceDependency,
-    runner: RunnerDependency,
+    writer: TransferWriterDependency,
 ) -> JSONResponse:
+    """Goes through the coalescing writer: concurrent requests share one transaction, each with its own result."""
     draft = TransferDraft(
         ledger_id=body.ledger_id,
         postings=tuple(
@@ -66,11 +68,10 @@ def post_transfer(
         metadata=body.metadata,
         effective_date=body.effective_date,
     )
-    command = transfers.post_transfer_command(principal.tenant_id, principal.actor, draft)
     idempotent = idempotent_request(
         request, tenant_id=principal.tenant_id, key=key, payload=body, success_status=201, to_body=TransferOut.of
     )
-    return recorded_response(runner.run_idempotently(idempotent, command))
+    return recorded_response(writer.post_idempotently(idempotent, principal.tenant_id, principal.actor, draft))
 
 
 @router.post(
