@@ -111,13 +111,14 @@ def database_engine_lifecycle(settings: LedgerSettings, connector: CredentialedC
 
 
 def transfer_writer_lifecycle(
-    settings: LedgerSettings, transfer_service: TransferService, runner: TransactionRunner
+    settings: LedgerSettings, transfer_service: TransferService, trust_service: TrustService, runner: TransactionRunner
 ) -> Iterator[TransferWriter]:
     """The coalescing writer (or one transaction per transfer when switched off); its threads stop at shutdown."""
     writer: TransferWriter
     if settings.coalescing_enabled:
         writer = CoalescingTransferWriter(
             transfer_service,
+            trust_service,
             runner,
             max_group=settings.coalescing_max_group,
             max_wait_seconds=settings.coalescing_max_wait_ms / 1000,
@@ -125,7 +126,7 @@ def transfer_writer_lifecycle(
             max_metadata_bytes=settings.max_metadata_bytes,
         )
     else:
-        writer = DirectTransferWriter(transfer_service, runner)
+        writer = DirectTransferWriter(transfer_service, trust_service, runner)
     try:
         yield writer
     finally:
@@ -180,14 +181,14 @@ class Container(containers.DeclarativeContainer):
     transfer_batch_service = providers.Factory(
         TransferBatchService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
     )
-    # One writer per process, shared by every request; the resource closes it at shutdown.
-    transfer_writer_resource = providers.Resource(
-        transfer_writer_lifecycle, settings, transfer_service, transaction_runner
-    )
-    transfer_writer = providers.ThreadSafeSingleton(_same_writer, transfer_writer_resource)
     trust_service = providers.Factory(
         TrustService, runner=transaction_runner, max_metadata_bytes=settings.provided.max_metadata_bytes
     )
+    # One writer per process, shared by every request; the resource closes it at shutdown.
+    transfer_writer_resource = providers.Resource(
+        transfer_writer_lifecycle, settings, transfer_service, trust_service, transaction_runner
+    )
+    transfer_writer = providers.ThreadSafeSingleton(_same_writer, transfer_writer_resource)
     ledger_verification_service = providers.Factory(LedgerVerificationService, runner=transaction_runner)
     trust_report_service = providers.Factory(TrustReportService, runner=transaction_runner)
     reconciliation_service = providers.Factory(ReconciliationService, runner=transaction_runner)

@@ -34,6 +34,7 @@ WAIT_FOR_FULL_GROUP_SECONDS = 10.0
 class Books:
     container: Container
     ledger: Ledger
+    bank: uuid.UUID
     clients: list[uuid.UUID]
 
     def balance(self, account_id: uuid.UUID) -> int:
@@ -52,6 +53,7 @@ class Books:
     def writer(self, group: int) -> CoalescingTransferWriter:
         return CoalescingTransferWriter(
             self.container.transfer_service(),
+            self.container.trust_service(),
             self.container.transaction_runner(),
             max_group=group,
             max_wait_seconds=WAIT_FOR_FULL_GROUP_SECONDS,
@@ -63,7 +65,7 @@ class Books:
 def books(any_container: Container) -> Iterator[Books]:
     ledger = any_container.ledger_service().open_ledger(TENANT, name=f"group {uuid.uuid4().hex[:6]}", currency="USD")
     accounts = any_container.account_service()
-    accounts.open_account(TENANT, ledger.id, code="bank", name="Bank", kind=AccountKind.BANK)
+    bank = accounts.open_account(TENANT, ledger.id, code="bank", name="Bank", kind=AccountKind.BANK).id
     clients = [
         accounts.open_account(TENANT, ledger.id, code=f"c{index}", name=f"C{index}", kind=AccountKind.CLIENT).id
         for index in range(6)
@@ -73,7 +75,7 @@ def books(any_container: Container) -> Iterator[Books]:
         trust.execute(
             TENANT, ACTOR, TrustOperation(TrustOperationKind.DEPOSIT, ledger.id, 1_000, client_account_id=client)
         )
-    yield Books(any_container, ledger, clients)
+    yield Books(any_container, ledger, bank, clients)
 
 
 def _request(key: str, fingerprint: str = "body", render: Callable[[Any], RecordedResponse] | None = None) -> Any:
@@ -153,6 +155,36 @@ def test_transfers_in_one_group_see_each_other_so_a_client_is_never_overdrawn(bo
         # The client's chain runs through the group in order: versions follow each other.
         lines = books.container.transfer_service().statement(TENANT, books.clients[0]).items
         assert [line.account_version for line in lines] == [1, 2, 3]
+        assert books.container.ledger_verification_service().verify(TENANT, books.ledger.id).findings == ()
+    finally:
+        writer.close()
+
+
+def test_deposits_and_disbursements_through_the_bank_account_share_a_group(books: Books) -> None:
+    writer = books.writer(group=4)
+    try:
+        deposit = TrustOperation(TrustOperationKind.DEPOSIT, books.ledger.id, 500, client_account_id=books.clients[0])
+        spend = TrustOperation(
+            TrustOperationKind.DISBURSEMENT, books.ledger.id, 1_400, client_account_id=books.clients[0]
+        )
+        overdraw = TrustOperation(
+            TrustOperationKind.DISBURSEMENT, books.ledger.id, 1_001, client_account_id=books.clients[1]
+        )
+        fee = TrustOperation(TrustOperationKind.EARNED_FEE, books.ledger.id, 100, client_account_id=books.clients[1])
+        operations = [deposit, spend, overdraw, fee]
+        calls = [
+            lambda operation=operation: writer.execute_idempotently(
+                _request(f"op-{uuid.uuid4()}"), TENANT, ACTOR, operation
+            )
+            for operation in operations
+        ]
+        responses = _all_at_once(calls)
+        assert writer.statistics().largest_group == 4
+        # The deposit is applied before the disbursement it pays for; client 1 cannot pay 1,001 out of 1,000.
+        assert [response.status_code for response in responses] == [201, 201, 422, 201]
+        assert responses[2].body == {"code": "insufficient_funds"}
+        assert [books.balance(client) for client in books.clients[:2]] == [100, 900]
+        assert books.balance(books.bank) == 6_000 + 500 - 1_400 - 100
         assert books.container.ledger_verification_service().verify(TENANT, books.ledger.id).findings == ()
     finally:
         writer.close()

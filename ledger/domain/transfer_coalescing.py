@@ -60,6 +60,7 @@ from ledger.domain.transfers import (
     sorted_account_ids,
     validate_draft,
 )
+from ledger.domain.trust_operations import TrustOperation, TrustService, trust_operation_draft
 
 DEFAULT_MAX_GROUP = 32
 DEFAULT_MAX_WAIT_SECONDS = 0.002
@@ -74,9 +75,12 @@ class _RunSingly(Exception):
 
 @dataclass(eq=False)
 class _QueuedTransfer:
+    """A transfer waiting for its group: a draft, or a cleared trust operation whose draft the group works out."""
+
     tenant_id: uuid.UUID
     actor: str
-    draft: TransferDraft
+    draft: TransferDraft | None
+    operation: TrustOperation | None
     request: IdempotentRequest[Transfer] | None
     transfer_id: uuid.UUID = field(default_factory=uuid.uuid4)
     done: threading.Event = field(default_factory=threading.Event)
@@ -108,12 +112,16 @@ class CoalescingStatistics:
 
 
 class TransferWriter(Protocol):
-    """Posts single transfers: one transaction each, or grouped with others (the coalescing writer)."""
+    """Posts single transfers and trust operations: one transaction each, or grouped (the coalescing writer)."""
 
     def post(self, tenant_id: uuid.UUID, actor: str, draft: TransferDraft) -> Transfer: ...
 
     def post_idempotently(
         self, request: IdempotentRequest[Transfer], tenant_id: uuid.UUID, actor: str, draft: TransferDraft
+    ) -> RecordedResponse: ...
+
+    def execute_idempotently(
+        self, request: IdempotentRequest[Transfer], tenant_id: uuid.UUID, actor: str, operation: TrustOperation
     ) -> RecordedResponse: ...
 
     def close(self) -> None: ...
@@ -122,8 +130,11 @@ class TransferWriter(Protocol):
 class DirectTransferWriter:
     """One transaction per transfer: the writer when coalescing is switched off."""
 
-    def __init__(self, transfer_service: TransferService, runner: TransactionRunner) -> None:
+    def __init__(
+        self, transfer_service: TransferService, trust_service: TrustService, runner: TransactionRunner
+    ) -> None:
         self._transfer_service = transfer_service
+        self._trust_service = trust_service
         self._runner = runner
 
     def post(self, tenant_id: uuid.UUID, actor: str, draft: TransferDraft) -> Transfer:
@@ -136,6 +147,11 @@ class DirectTransferWriter:
             request, self._transfer_service.post_transfer_command(tenant_id, actor, draft)
         )
 
+    def execute_idempotently(
+        self, request: IdempotentRequest[Transfer], tenant_id: uuid.UUID, actor: str, operation: TrustOperation
+    ) -> RecordedResponse:
+        return self._runner.run_idempotently(request, self._trust_service.command(tenant_id, actor, operation))
+
     def close(self) -> None:
         return None
 
@@ -144,6 +160,7 @@ class CoalescingTransferWriter(DirectTransferWriter):
     def __init__(
         self,
         transfer_service: TransferService,
+        trust_service: TrustService,
         runner: TransactionRunner,
         *,
         max_group: int = DEFAULT_MAX_GROUP,
@@ -152,7 +169,7 @@ class CoalescingTransferWriter(DirectTransferWriter):
         max_metadata_bytes: int = MAX_METADATA_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(transfer_service, runner)
+        super().__init__(transfer_service, trust_service, runner)
         if max_group < 1 or writer_threads < 1 or max_wait_seconds < 0:
             raise ValueError("a group holds at least one transfer, with at least one writer and a wait >= 0")
         self._max_group = max_group
@@ -169,7 +186,9 @@ class CoalescingTransferWriter(DirectTransferWriter):
     # -- what request threads call --------------------------------------------------------------------------------
 
     def post(self, tenant_id: uuid.UUID, actor: str, draft: TransferDraft) -> Transfer:
-        outcome = self._submit(tenant_id, actor, draft, None)
+        validate_draft(draft, max_metadata_bytes=self._max_metadata_bytes)
+        check_actor(actor)
+        outcome = self._submit(_QueuedTransfer(tenant_id, actor, draft, None, None))
         assert isinstance(outcome, Transfer)
         return outcome
 
@@ -177,7 +196,22 @@ class CoalescingTransferWriter(DirectTransferWriter):
         self, request: IdempotentRequest[Transfer], tenant_id: uuid.UUID, actor: str, draft: TransferDraft
     ) -> RecordedResponse:
         check_idempotency_key(request.key)
-        outcome = self._submit(tenant_id, actor, draft, request)
+        validate_draft(draft, max_metadata_bytes=self._max_metadata_bytes)
+        check_actor(actor)
+        outcome = self._submit(_QueuedTransfer(tenant_id, actor, draft, None, request))
+        assert isinstance(outcome, RecordedResponse)
+        return outcome
+
+    def execute_idempotently(
+        self, request: IdempotentRequest[Transfer], tenant_id: uuid.UUID, actor: str, operation: TrustOperation
+    ) -> RecordedResponse:
+        """A trust operation (deposit, disbursement, fee...). An uncleared deposit also places a hold: it goes
+        through the single path, in a transaction of its own."""
+        if not operation.cleared:
+            return super().execute_idempotently(request, tenant_id, actor, operation)
+        check_idempotency_key(request.key)
+        self._trust_service.check_operation(actor, operation)
+        outcome = self._submit(_QueuedTransfer(tenant_id, actor, None, operation, request))
         assert isinstance(outcome, RecordedResponse)
         return outcome
 
@@ -197,12 +231,7 @@ class CoalescingTransferWriter(DirectTransferWriter):
         for thread in threads:
             thread.join(timeout=30)
 
-    def _submit(
-        self, tenant_id: uuid.UUID, actor: str, draft: TransferDraft, request: IdempotentRequest[Transfer] | None
-    ) -> Transfer | RecordedResponse:
-        validate_draft(draft, max_metadata_bytes=self._max_metadata_bytes)
-        check_actor(actor)
-        queued = _QueuedTransfer(tenant_id, actor, draft, request)
+    def _submit(self, queued: _QueuedTransfer) -> Transfer | RecordedResponse:
         self._start_writers()
         self._queue.put(queued)
         queued.done.wait()
@@ -214,6 +243,10 @@ class CoalescingTransferWriter(DirectTransferWriter):
         return queued.outcome
 
     def _post_singly(self, queued: _QueuedTransfer) -> Transfer | RecordedResponse:
+        if queued.operation is not None:
+            assert queued.request is not None
+            return super().execute_idempotently(queued.request, queued.tenant_id, queued.actor, queued.operation)
+        assert queued.draft is not None
         if queued.request is None:
             return super().post(queued.tenant_id, queued.actor, queued.draft)
         return super().post_idempotently(queued.request, queued.tenant_id, queued.actor, queued.draft)
@@ -316,20 +349,24 @@ def _write_in_unit_of_work(uow: UnitOfWork, group: Sequence[_QueuedTransfer]) ->
     every refusal is an outcome, decided before anything is written."""
     outcomes: dict[int, Outcome] = {}
     live = _replay_or_claim(uow, group, outcomes)
-    ledgers = _ledgers(uow, group, live, outcomes)
+    drafts = _drafts(uow, group, live, outcomes)
+    ledgers = _ledgers(uow, group, drafts, outcomes)
     live = [index for index in live if index not in outcomes]
-    states_by_tenant = _lock_accounts(uow, [group[index] for index in live])
+    states_by_tenant = _lock_accounts(uow, [(group[index].tenant_id, drafts[index]) for index in live])
     recorded_at = uow.now()
-    locked_through = _locked_periods(uow, group, live, ledgers, recorded_at)
+    locked_through = _locked_periods(uow, group, drafts, live, ledgers, recorded_at)
     posted: list[Transfer] = []
     records: list[IdempotencyRecord] = []
+    for index, refused in list(outcomes.items()):
+        if isinstance(refused, LedgerRuleViolation):
+            outcomes[index] = _refusal(records, group[index], refused, recorded_at)
     for index in live:
-        queued = group[index]
-        ledger = ledgers[(queued.tenant_id, queued.draft.ledger_id)]
+        queued, draft = group[index], drafts[index]
+        ledger = ledgers[(queued.tenant_id, draft.ledger_id)]
         states = states_by_tenant[queued.tenant_id]
         try:
             today = ledger_today(ledger, recorded_at)
-            effective_date = queued.draft.effective_date or today
+            effective_date = draft.effective_date or today
             if effective_date > today:
                 raise InvalidRequest("the effective date is in the future", code="effective_date_in_future")
             refusal = period_locked_refusal(effective_date, locked_through.get((queued.tenant_id, ledger.id)))
@@ -338,17 +375,14 @@ def _write_in_unit_of_work(uow: UnitOfWork, group: Sequence[_QueuedTransfer]) ->
             transfer, updated = apply_transfer(
                 ledger,
                 states,
-                queued.draft,
+                draft,
                 transfer_id=queued.transfer_id,
                 actor=queued.actor,
                 recorded_at=recorded_at,
                 effective_date=effective_date,
             )
         except LedgerRuleViolation as violation:
-            if queued.request is None:
-                outcomes[index] = violation
-            else:  # a refusal by a ledger rule is recorded for its key and replayed like a success
-                outcomes[index] = _record(records, queued.request, violation, recorded_at)
+            outcomes[index] = _refusal(records, queued, violation, recorded_at)
             continue
         except DomainError as error:  # malformed against the state (an unknown account...): nothing recorded
             outcomes[index] = error
@@ -396,15 +430,34 @@ def _replay_or_claim(uow: UnitOfWork, group: Sequence[_QueuedTransfer], outcomes
     return live
 
 
-def _ledgers(
+def _drafts(
     uow: UnitOfWork, group: Sequence[_QueuedTransfer], live: Sequence[int], outcomes: dict[int, Outcome]
+) -> dict[int, TransferDraft]:
+    """The draft of each live transfer; a trust operation's accounts are found by their role (a refusal then is
+    that operation's outcome)."""
+    drafts: dict[int, TransferDraft] = {}
+    for index in live:
+        queued = group[index]
+        if queued.draft is not None:
+            drafts[index] = queued.draft
+            continue
+        assert queued.operation is not None
+        try:
+            drafts[index] = trust_operation_draft(uow, queued.tenant_id, queued.operation)
+        except DomainError as error:  # a ledger rule's refusal is recorded once the group's clock is read
+            outcomes[index] = error
+    return drafts
+
+
+def _ledgers(
+    uow: UnitOfWork, group: Sequence[_QueuedTransfer], drafts: dict[int, TransferDraft], outcomes: dict[int, Outcome]
 ) -> dict[tuple[uuid.UUID, uuid.UUID], Ledger]:
     """Each ledger the live transfers name, read once; a transfer naming an unknown ledger is refused."""
     found: dict[tuple[uuid.UUID, uuid.UUID], Ledger] = {}
     missing: dict[tuple[uuid.UUID, uuid.UUID], DomainError] = {}
-    for index in live:
+    for index, draft in drafts.items():
         queued = group[index]
-        wanted = (queued.tenant_id, queued.draft.ledger_id)
+        wanted = (queued.tenant_id, draft.ledger_id)
         if wanted not in found and wanted not in missing:
             try:
                 found[wanted] = require_ledger(uow, *wanted)
@@ -416,13 +469,13 @@ def _ledgers(
 
 
 def _lock_accounts(
-    uow: UnitOfWork, queued_transfers: Sequence[_QueuedTransfer]
+    uow: UnitOfWork, tenant_drafts: Sequence[tuple[uuid.UUID, TransferDraft]]
 ) -> dict[uuid.UUID, dict[uuid.UUID, Account]]:
     """Locks every account once, tenant by tenant in id order, then account id order: the one global order, so two
     groups never deadlock. States are kept per tenant, so a draft can only ever see its own tenant's accounts."""
     by_tenant: dict[uuid.UUID, list[TransferDraft]] = {}
-    for queued in queued_transfers:
-        by_tenant.setdefault(queued.tenant_id, []).append(queued.draft)
+    for tenant_id, draft in tenant_drafts:
+        by_tenant.setdefault(tenant_id, []).append(draft)
     return {
         tenant_id: dict(uow.accounts.lock(tenant_id, sorted_account_ids(drafts)))
         for tenant_id, drafts in sorted(by_tenant.items())
@@ -432,22 +485,33 @@ def _lock_accounts(
 def _locked_periods(
     uow: UnitOfWork,
     group: Sequence[_QueuedTransfer],
+    drafts: dict[int, TransferDraft],
     live: Sequence[int],
     ledgers: dict[tuple[uuid.UUID, uuid.UUID], Ledger],
     recorded_at: datetime,
 ) -> dict[tuple[uuid.UUID, uuid.UUID], date | None]:
     """The signed-off date of each ledger with a back-dated transfer in the group (only those can be locked)."""
-    wanted = sorted(
-        {
-            (group[index].tenant_id, group[index].draft.ledger_id)
-            for index in live
-            if (effective := group[index].draft.effective_date) is not None
-            and effective < ledger_today(ledgers[(group[index].tenant_id, group[index].draft.ledger_id)], recorded_at)
-        }
-    )
+    wanted: set[tuple[uuid.UUID, uuid.UUID]] = set()
+    for index in live:
+        ledger_key = (group[index].tenant_id, drafts[index].ledger_id)
+        effective_date = drafts[index].effective_date
+        if effective_date is not None and effective_date < ledger_today(ledgers[ledger_key], recorded_at):
+            wanted.add(ledger_key)
     return {
         (tenant_id, ledger_id): uow.period_locks.locked_through(tenant_id, ledger_id) for tenant_id, ledger_id in wanted
     }
+
+
+def _refusal(
+    records: list[IdempotencyRecord],
+    queued: _QueuedTransfer,
+    violation: LedgerRuleViolation,
+    recorded_at: datetime,
+) -> Outcome:
+    """A refusal by a ledger rule: recorded for its key (written with the group) and replayed like a success."""
+    if queued.request is None:
+        return violation
+    return _record(records, queued.request, violation, recorded_at)
 
 
 def _record(

@@ -85,12 +85,16 @@ class TrustService:
         self._runner = runner
         self._max_metadata_bytes = max_metadata_bytes
 
-    def command(self, tenant_id: uuid.UUID, actor: str, operation: TrustOperation) -> Command[Transfer]:
+    def check_operation(self, actor: str, operation: TrustOperation) -> None:
+        """Checks that need no state: run before any lock is taken."""
         check_actor(actor)
         _check_shape(operation)
         validate_amount(operation.amount)
         validate_description(operation.description)
         validate_metadata(operation.metadata, max_bytes=self._max_metadata_bytes)
+
+    def command(self, tenant_id: uuid.UUID, actor: str, operation: TrustOperation) -> Command[Transfer]:
+        self.check_operation(actor, operation)
         transfer_id = uuid.uuid4()
 
         def run_trust_operation(uow: UnitOfWork) -> Transfer:
@@ -203,6 +207,13 @@ class TrustService:
                 tenant_id, actor, deposit_transfer_id, description=description, effective_date=effective_date
             )
         )
+
+
+def trust_operation_draft(uow: UnitOfWork, tenant_id: uuid.UUID, operation: TrustOperation) -> TransferDraft:
+    """The entry a cleared operation makes, its accounts found by their role in the trust ledger (read, not
+    locked): what the coalescing writer applies in its group."""
+    ledger = _trust_ledger(uow, tenant_id, operation.ledger_id)
+    return _draft(operation, _resolve_roles(uow, ledger, operation))
 
 
 def _trust_ledger(uow: UnitOfWork, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Ledger:

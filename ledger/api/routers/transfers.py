@@ -29,12 +29,11 @@ from ledger.domain.transfer_batches import TransferBatchService
 from ledger.domain.transfer_coalescing import TransferWriter
 from ledger.domain.transfer_service import TransferService
 from ledger.domain.transfers import PostingDraft, TransferDraft
-from ledger.domain.trust_operations import TrustOperationKind, TrustService
+from ledger.domain.trust_operations import TrustOperationKind
 
 router = APIRouter(prefix="/v1", tags=["transfers"])
 
 TransferServiceDependency = Annotated[TransferService, Depends(Provide["transfer_service"])]
-TrustServiceDependency = Annotated[TrustService, Depends(Provide["trust_service"])]
 TransferBatchServiceDependency = Annotated[TransferBatchService, Depends(Provide["transfer_batch_service"])]
 TransferWriterDependency = Annotated[TransferWriter, Depends(Provide["transfer_writer"])]
 RunnerDependency = Annotated[TransactionRunner, Depends(Provide["transaction_runner"])]
@@ -150,14 +149,15 @@ def _run_trust_operation(
     body: TrustOperationBase,
     kind: TrustOperationKind,
     ledger_id: uuid.UUID,
-    trust: TrustService,
-    runner: TransactionRunner,
+    writer: TransferWriter,
 ) -> JSONResponse:
-    command = trust.command(principal.tenant_id, principal.actor, body.to_operation(kind, ledger_id))
+    """Through the coalescing writer: deposits and disbursements all touch the trust bank account, so concurrent
+    ones share a transaction instead of queueing for its row lock one commit at a time."""
+    operation = body.to_operation(kind, ledger_id)
     idempotent = idempotent_request(
         request, tenant_id=principal.tenant_id, key=key, payload=body, success_status=201, to_body=TransferOut.of
     )
-    return recorded_response(runner.run_idempotently(idempotent, command))
+    return recorded_response(writer.execute_idempotently(idempotent, principal.tenant_id, principal.actor, operation))
 
 
 @router.post(
@@ -175,10 +175,9 @@ def deposit(
     ledger_id: uuid.UUID,
     body: ClientDeposit,
     key: IdempotencyKey,
-    trust: TrustServiceDependency,
-    runner: RunnerDependency,
+    writer: TransferWriterDependency,
 ) -> JSONResponse:
-    return _run_trust_operation(request, principal, key, body, TrustOperationKind.DEPOSIT, ledger_id, trust, runner)
+    return _run_trust_operation(request, principal, key, body, TrustOperationKind.DEPOSIT, ledger_id, writer)
 
 
 @router.post(
@@ -196,12 +195,9 @@ def disburse(
     ledger_id: uuid.UUID,
     body: ClientDisbursement,
     key: IdempotencyKey,
-    trust: TrustServiceDependency,
-    runner: RunnerDependency,
+    writer: TransferWriterDependency,
 ) -> JSONResponse:
-    return _run_trust_operation(
-        request, principal, key, body, TrustOperationKind.DISBURSEMENT, ledger_id, trust, runner
-    )
+    return _run_trust_operation(request, principal, key, body, TrustOperationKind.DISBURSEMENT, ledger_id, writer)
 
 
 @router.post(
@@ -219,12 +215,9 @@ def transfer_between_clients(
     ledger_id: uuid.UUID,
     body: ClientTransfer,
     key: IdempotencyKey,
-    trust: TrustServiceDependency,
-    runner: RunnerDependency,
+    writer: TransferWriterDependency,
 ) -> JSONResponse:
-    return _run_trust_operation(
-        request, principal, key, body, TrustOperationKind.CLIENT_TRANSFER, ledger_id, trust, runner
-    )
+    return _run_trust_operation(request, principal, key, body, TrustOperationKind.CLIENT_TRANSFER, ledger_id, writer)
 
 
 @router.post(
@@ -242,10 +235,9 @@ def earned_fee(
     ledger_id: uuid.UUID,
     body: EarnedFee,
     key: IdempotencyKey,
-    trust: TrustServiceDependency,
-    runner: RunnerDependency,
+    writer: TransferWriterDependency,
 ) -> JSONResponse:
-    return _run_trust_operation(request, principal, key, body, TrustOperationKind.EARNED_FEE, ledger_id, trust, runner)
+    return _run_trust_operation(request, principal, key, body, TrustOperationKind.EARNED_FEE, ledger_id, writer)
 
 
 @router.post(
@@ -263,12 +255,9 @@ def firm_deposit(
     ledger_id: uuid.UUID,
     body: FirmFundsMovement,
     key: IdempotencyKey,
-    trust: TrustServiceDependency,
-    runner: RunnerDependency,
+    writer: TransferWriterDependency,
 ) -> JSONResponse:
-    return _run_trust_operation(
-        request, principal, key, body, TrustOperationKind.FIRM_DEPOSIT, ledger_id, trust, runner
-    )
+    return _run_trust_operation(request, principal, key, body, TrustOperationKind.FIRM_DEPOSIT, ledger_id, writer)
 
 
 @router.post(
@@ -286,7 +275,6 @@ def bank_charge(
     ledger_id: uuid.UUID,
     body: FirmFundsMovement,
     key: IdempotencyKey,
-    trust: TrustServiceDependency,
-    runner: RunnerDependency,
+    writer: TransferWriterDependency,
 ) -> JSONResponse:
-    return _run_trust_operation(request, principal, key, body, TrustOperationKind.BANK_CHARGE, ledger_id, trust, runner)
+    return _run_trust_operation(request, principal, key, body, TrustOperationKind.BANK_CHARGE, ledger_id, writer)
