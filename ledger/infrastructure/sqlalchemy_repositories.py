@@ -305,6 +305,18 @@ class SqlAlchemyTransferRepository(TransferRepository):
         )
         return [_statement_line_from_row(row) for row in rows]
 
+    def stream_statement(self, tenant_id: uuid.UUID, account_id: uuid.UUID) -> Iterator[StatementLine]:
+        postings = self._postings
+        query = (
+            self._statement_lines()
+            .where(postings.c.tenant_id == tenant_id, postings.c.account_id == account_id)
+            .order_by(postings.c.account_version)
+        )
+        # A server-side cursor, fetched in batches: memory stays flat however long the account's history is.
+        rows = self._session.execute(query, execution_options={"stream_results": True, "yield_per": _STREAM_BATCH_ROWS})
+        for row in rows:
+            yield _statement_line_from_row(row)
+
     def totals_as_of(
         self,
         tenant_id: uuid.UUID,
