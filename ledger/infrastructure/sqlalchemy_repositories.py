@@ -411,7 +411,9 @@ class SqlAlchemyTransferRepository(TransferRepository):
             .order_by(postings.c.account_id, postings.c.account_version)
         )
         # A server-side cursor, fetched in batches: memory stays flat however long the ledger's history is.
-        for row in self._session.execute(query, execution_options={"yield_per": _STREAM_BATCH_ROWS}):
+        for row in self._session.execute(
+            query, execution_options={"stream_results": True, "yield_per": _STREAM_BATCH_ROWS}
+        ):
             mapping = row._mapping
             transfer = _transfer_from_row(mapping, postings=())
             yield (
@@ -429,15 +431,17 @@ class SqlAlchemyTransferRepository(TransferRepository):
     def unbalanced_transfers(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Sequence[tuple[uuid.UUID, int]]:
         postings = self._postings
         signed = sa.case((postings.c.side == "debit", postings.c.amount), else_=-postings.c.amount)
-        difference = sa.func.sum(signed)
+        # Every entry's sum, streamed in entry order through a server-side cursor and filtered here: each fetch is a
+        # short statement (a single aggregate over a long ledger would outlast the statement timeout), and memory
+        # holds one batch of sums plus the unbalanced entries, however many entries the ledger has.
         rows = self._session.execute(
-            sa.select(postings.c.transfer_id, difference)
+            sa.select(postings.c.transfer_id, sa.func.sum(signed))
             .where(postings.c.tenant_id == tenant_id, postings.c.ledger_id == ledger_id)
             .group_by(postings.c.transfer_id)
-            .having(difference != 0)
-            .order_by(postings.c.transfer_id)
+            .order_by(postings.c.transfer_id),
+            execution_options={"stream_results": True, "yield_per": _STREAM_BATCH_ROWS},
         )
-        return [(row[0], int(row[1])) for row in rows]
+        return [(transfer_id, int(difference)) for transfer_id, difference in rows if difference != 0]
 
 
 class SqlAlchemyPendingTransferRepository(PendingTransferRepository):

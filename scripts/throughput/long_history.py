@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -53,7 +52,6 @@ Progress = Callable[[str], None]
 TENANT = DEFAULT_TENANT_ID
 ACTOR = "benchmark:long-history"
 SHORT_POSTINGS = 1_000
-SEED_THREADS = 2
 PROGRESS_EVERY_SECONDS = 5.0
 WARM_UP_READS = 200
 READ_RATIO_TARGET = 1.2
@@ -116,9 +114,9 @@ def deposits(books: Books, account_id: uuid.UUID, first: int, count: int) -> lis
 
 
 def seed(container: Container, books: Books, postings: int, progress: Progress) -> dict[str, Any]:
-    """Posts ``SHORT_POSTINGS`` deposits to SHORT and ``postings`` to LONG in atomic batches of 1,000. Every batch
-    locks cash, so batches commit one after another whatever the threads; the threads overlap one batch's Python
-    work (drafts, validation) with another's database round trips."""
+    """Posts ``SHORT_POSTINGS`` deposits to SHORT and ``postings`` to LONG in atomic batches of 1,000, one after
+    another: every batch locks cash and LONG, so more threads would only queue on those row locks (and, on a busy
+    machine, run into the lock timeout)."""
     service = container.transfer_batch_service()
     plan = [
         (books.short, first, min(MAX_BATCH_TRANSFERS, SHORT_POSTINGS - first))
@@ -129,45 +127,22 @@ def seed(container: Container, books: Books, postings: int, progress: Progress) 
         for first in range(0, postings, MAX_BATCH_TRANSFERS)
     ]
     total = SHORT_POSTINGS + postings
-    lock = threading.Lock()
-    done = [0]
-    failures: list[BaseException] = []
-    started = time.monotonic()
-    last_report = [started]
-
-    def work() -> None:
-        while not failures:
-            with lock:
-                if not plan:
-                    return
-                account_id, first, count = plan.pop(0)
-            try:
-                result = service.post_batch(
-                    TENANT, ACTOR, books.ledger_id, deposits(books, account_id, first, count), BatchMode.ATOMIC
-                )
-                if result.posted != count:
-                    raise RuntimeError(f"a seeding batch posted {result.posted} of {count}")
-            except BaseException as error:
-                failures.append(error)
-                return
-            with lock:
-                done[0] += count
-                now = time.monotonic()
-                if now - last_report[0] >= PROGRESS_EVERY_SECONDS:
-                    last_report[0] = now
-                    rate = done[0] / (now - started)
-                    progress(
-                        f"seeding: {done[0]:,} of {total:,} transfers, {rate:,.0f}/s, "
-                        f"about {(total - done[0]) / rate:,.0f} s left"
-                    )
-
-    threads = [threading.Thread(target=work, name=f"seed-{index}") for index in range(SEED_THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise RuntimeError("seeding failed") from failures[0]
+    done = 0
+    started = last_report = time.monotonic()
+    for account_id, first, count in plan:
+        result = service.post_batch(
+            TENANT, ACTOR, books.ledger_id, deposits(books, account_id, first, count), BatchMode.ATOMIC
+        )
+        if result.posted != count:
+            raise RuntimeError(f"a seeding batch posted {result.posted} of {count}")
+        done += count
+        now = time.monotonic()
+        if now - last_report >= PROGRESS_EVERY_SECONDS:
+            last_report = now
+            rate = done / (now - started)
+            progress(
+                f"seeding: {done:,} of {total:,} transfers, {rate:,.0f}/s, about {(total - done) / rate:,.0f} s left"
+            )
     seconds = time.monotonic() - started
     progress(f"seeding: {total:,} transfers in {seconds:,.1f} s ({total / seconds:,.0f}/s)")
     return {
