@@ -10,6 +10,7 @@ import contextlib
 import csv
 import enum
 import json
+import os
 import sys
 import time
 import uuid
@@ -29,6 +30,7 @@ from ledger.report_formats import format_money
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 2
+EXIT_OUTPUT_CLOSED = 1
 PROGRESS_EVERY_LINES = 1_000
 
 STATEMENT_COLUMNS = (
@@ -145,6 +147,11 @@ def export_account_statement(
         log.error("statement_export_refused", account_id=str(account_id), code=error.code)
         typer.echo(f"no account {account_id} in tenant {tenant_id}", err=True)
         return EXIT_NOT_FOUND
+    except BrokenPipeError:
+        # The reader of standard output went away (`| head`): stop quietly, and let nothing flush into the pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        log.warning("statement_export_stopped", account_id=str(account_id), reason="standard output closed")
+        return EXIT_OUTPUT_CLOSED
     seconds = time.monotonic() - started
     log.info(
         "statement_exported",

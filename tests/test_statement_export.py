@@ -185,3 +185,26 @@ def test_the_command_writes_the_file_and_shows_progress(
     assert missing.returncode == 2
     assert not (tmp_path / "missing.csv").exists()
     assert not (tmp_path / "missing.csv.partial").exists()
+
+
+def test_a_reader_that_stops_early_ends_the_export_quietly(
+    pg_container: Container, service_database: DatabaseCredentials, tmp_path: Path
+) -> None:
+    history = record_history(pg_container, transfers=999)  # about 110 kB: more than a pipe holds
+    secret_file = tmp_path / "secrets" / "service.json"
+    write_private_file(secret_file, json.dumps(service_database.to_document()))
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("LEDGER_")}
+    environment.update(LEDGER_ENVIRONMENT="test", LEDGER_SECRET_FILE=str(secret_file), LEDGER_LOG_FORMAT="json")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ledger", "export", "statement", "--account", str(history.client)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith(b"account_version,")
+    process.stdout.close()
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 1, errors
+    assert b"statement_export_stopped" in errors
+    assert b"Traceback" not in errors
