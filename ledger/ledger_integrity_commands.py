@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -19,27 +18,12 @@ from ledger.domain.ledger_verification import LedgerVerificationService, Verific
 from ledger.domain.model import Ledger
 from ledger.infrastructure.checkpoint_store import CheckpointDirectory, CheckpointKeyUnavailable, load_checkpoint_key
 from ledger.infrastructure.settings import LedgerSettings
+from ledger.progress_printer import ProgressPrinter
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 2
 EXIT_MISMATCH = 3
 EXIT_NO_KEY = 4
-
-
-class ProgressPrinter:
-    """Progress on standard error, at most about once a second, so a long verification shows it is alive."""
-
-    def __init__(self, label: str) -> None:
-        self._label = label
-        self._last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self._last < 1.0:
-            return
-        self._last = now
-        share = f" ({100 * done // total}%)" if total else ""
-        typer.echo(f"{self._label}: {done:,} of {total:,} postings{share}", err=True)
 
 
 def _ledgers(service: LedgerVerificationService, ledger_id: uuid.UUID | None) -> list[Ledger]:

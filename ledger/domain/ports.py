@@ -91,6 +91,11 @@ class TransferRepository(abc.ABC):
         """Postings of one account in the order they were recorded, starting after ``after_version``."""
 
     @abc.abstractmethod
+    def stream_statement(self, tenant_id: uuid.UUID, account_id: uuid.UUID) -> Iterator[StatementLine]:
+        """Every posting of one account in version order, streamed (a server-side cursor, fetched in batches), never
+        loaded at once: iterate it inside the unit of work, whose snapshot it reads."""
+
+    @abc.abstractmethod
     def totals_as_of(
         self,
         tenant_id: uuid.UUID,

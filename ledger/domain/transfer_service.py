@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TypeVar
 
 from ledger.domain.errors import InvalidRequest, NotFound
 from ledger.domain.ledgers import Command, Page, check_page_size, require_ledger
@@ -29,6 +30,7 @@ from ledger.domain.transfers import (
 )
 
 MAX_ACTOR_LENGTH = 200
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,17 @@ class PointInTimeBalance:
     debits: int
     credits: int
     balance: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatementExport:
+    """An account's whole statement as of one snapshot: its ledger (for the currency), the account row as the
+    snapshot has it (``account.version`` lines), and the lines in version order, streamed: iterate them only inside
+    the consumer given to ``export_statement``, while the snapshot is open."""
+
+    ledger: Ledger
+    account: Account
+    lines: Iterator[StatementLine]
 
 
 def check_actor(actor: str) -> str:
@@ -162,6 +175,19 @@ class TransferService:
             kept = lines[:limit]
             return Page(items=kept, next_cursor=str(kept[-1].account_version))
         return Page(items=lines, next_cursor=None)
+
+    def export_statement(
+        self, tenant_id: uuid.UUID, account_id: uuid.UUID, consume: Callable[[StatementExport], Result]
+    ) -> Result:
+        """Hands ``consume`` every line of the account's statement, read in one consistent snapshot and streamed,
+        so the memory an export takes does not grow with the account's history."""
+
+        def read_statement(uow: UnitOfWork) -> Result:
+            account = _require_account(uow, tenant_id, account_id)
+            ledger = require_ledger(uow, tenant_id, account.ledger_id)
+            return consume(StatementExport(ledger, account, uow.transfers.stream_statement(tenant_id, account_id)))
+
+        return self._runner.read_snapshot(read_statement)
 
     def balance_at(
         self,

@@ -253,6 +253,10 @@ class InMemoryTransferRepository(TransferRepository):
         lines = self._lines(tenant_id, account_id)
         return [line for line in lines if line.account_version > after_version][:limit]
 
+    def stream_statement(self, tenant_id: uuid.UUID, account_id: uuid.UUID) -> Iterator[StatementLine]:
+        # The unit of work holds the store's lock throughout: the lines cannot change while they are read.
+        yield from self._lines(tenant_id, account_id)
+
     def totals_as_of(
         self,
         tenant_id: uuid.UUID,

@@ -309,6 +309,18 @@ class SqlAlchemyTransferRepository(TransferRepository):
         )
         return [_statement_line_from_row(row) for row in rows]
 
+    def stream_statement(self, tenant_id: uuid.UUID, account_id: uuid.UUID) -> Iterator[StatementLine]:
+        postings = self._postings
+        query = (
+            self._statement_lines()
+            .where(postings.c.tenant_id == tenant_id, postings.c.account_id == account_id)
+            .order_by(postings.c.account_version)
+        )
+        # A server-side cursor, fetched in batches: memory stays flat however long the account's history is.
+        rows = self._session.execute(query, execution_options={"stream_results": True, "yield_per": _STREAM_BATCH_ROWS})
+        for row in rows:
+            yield _statement_line_from_row(row)
+
     def totals_as_of(
         self,
         tenant_id: uuid.UUID,
@@ -403,7 +415,9 @@ class SqlAlchemyTransferRepository(TransferRepository):
             .order_by(postings.c.account_id, postings.c.account_version)
         )
         # A server-side cursor, fetched in batches: memory stays flat however long the ledger's history is.
-        for row in self._session.execute(query, execution_options={"yield_per": _STREAM_BATCH_ROWS}):
+        for row in self._session.execute(
+            query, execution_options={"stream_results": True, "yield_per": _STREAM_BATCH_ROWS}
+        ):
             mapping = row._mapping
             transfer = _transfer_from_row(mapping, postings=())
             yield (
@@ -421,15 +435,17 @@ class SqlAlchemyTransferRepository(TransferRepository):
     def unbalanced_transfers(self, tenant_id: uuid.UUID, ledger_id: uuid.UUID) -> Sequence[tuple[uuid.UUID, int]]:
         postings = self._postings
         signed = sa.case((postings.c.side == "debit", postings.c.amount), else_=-postings.c.amount)
-        difference = sa.func.sum(signed)
+        # Every entry's sum, streamed in entry order through a server-side cursor and filtered here: each fetch is a
+        # short statement (a single aggregate over a long ledger would outlast the statement timeout), and memory
+        # holds one batch of sums plus the unbalanced entries, however many entries the ledger has.
         rows = self._session.execute(
-            sa.select(postings.c.transfer_id, difference)
+            sa.select(postings.c.transfer_id, sa.func.sum(signed))
             .where(postings.c.tenant_id == tenant_id, postings.c.ledger_id == ledger_id)
             .group_by(postings.c.transfer_id)
-            .having(difference != 0)
-            .order_by(postings.c.transfer_id)
+            .order_by(postings.c.transfer_id),
+            execution_options={"stream_results": True, "yield_per": _STREAM_BATCH_ROWS},
         )
-        return [(row[0], int(row[1])) for row in rows]
+        return [(transfer_id, int(difference)) for transfer_id, difference in rows if difference != 0]
 
 
 class SqlAlchemyPendingTransferRepository(PendingTransferRepository):
