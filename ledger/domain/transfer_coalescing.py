@@ -65,6 +65,8 @@ from ledger.domain.trust_operations import TrustOperation, TrustService, trust_o
 DEFAULT_MAX_GROUP = 32
 DEFAULT_MAX_WAIT_SECONDS = 0.002
 DEFAULT_WRITER_THREADS = 4
+# A request never waits for ever: past this its outcome is unknown (503; the retry with its key tells).
+MAX_WAIT_FOR_OUTCOME_SECONDS = 120.0
 
 TenantKey = tuple[uuid.UUID, str]
 
@@ -180,7 +182,6 @@ class CoalescingTransferWriter(DirectTransferWriter):
         self._queue: queue.SimpleQueue[_QueuedTransfer | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._state_lock = threading.Lock()
-        self._closed = False
         self._groups = self._grouped = self._largest = self._singly = 0
 
     # -- what request threads call --------------------------------------------------------------------------------
@@ -220,21 +221,26 @@ class CoalescingTransferWriter(DirectTransferWriter):
             return CoalescingStatistics(self._groups, self._grouped, self._largest, self._singly)
 
     def close(self) -> None:
-        """Stops the writer threads once the queued transfers are written; later posts are refused (503)."""
+        """Stops the writer threads once the transfers queued so far are written. A later post starts new ones (a
+        test client or a restarted app may use the same container again)."""
         with self._state_lock:
-            if self._closed:
-                return
-            self._closed = True
-            threads = list(self._threads)
+            stopping_queue, threads = self._queue, self._threads
+            self._queue, self._threads = queue.SimpleQueue(), []
         for _ in threads:
-            self._queue.put(None)
+            stopping_queue.put(None)
         for thread in threads:
             thread.join(timeout=30)
 
     def _submit(self, queued: _QueuedTransfer) -> Transfer | RecordedResponse:
-        self._start_writers()
-        self._queue.put(queued)
-        queued.done.wait()
+        with self._state_lock:
+            # Queued under the lock that ``close`` takes: every transfer queued before its stop signals is written.
+            self._start_writers()
+            self._queue.put(queued)
+        if not queued.done.wait(MAX_WAIT_FOR_OUTCOME_SECONDS):
+            raise ServiceUnavailable(
+                "the transfer's outcome is not known yet; retry with the same Idempotency-Key",
+                code="transfer_outcome_unknown",
+            )
         if isinstance(queued.error, _RunSingly):
             return self._post_singly(queued)
         if queued.error is not None:
@@ -252,27 +258,26 @@ class CoalescingTransferWriter(DirectTransferWriter):
         return super().post_idempotently(queued.request, queued.tenant_id, queued.actor, queued.draft)
 
     def _start_writers(self) -> None:
-        if len(self._threads) == self._writer_threads:
-            return
-        with self._state_lock:
-            if self._closed:
-                raise ServiceUnavailable("the service is shutting down; retry", code="service_stopping")
-            while len(self._threads) < self._writer_threads:
-                thread = threading.Thread(
-                    target=self._write_groups, name=f"transfer-writer-{len(self._threads)}", daemon=True
-                )
-                thread.start()
-                self._threads.append(thread)
+        """Started on first use, so a process that never posts has no writer threads (called under the lock)."""
+        while len(self._threads) < self._writer_threads:
+            thread = threading.Thread(
+                target=self._write_groups,
+                args=(self._queue,),
+                name=f"transfer-writer-{len(self._threads)}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
 
     # -- the writer threads ---------------------------------------------------------------------------------------
 
-    def _write_groups(self) -> None:
+    def _write_groups(self, transfers: queue.SimpleQueue[_QueuedTransfer | None]) -> None:
         while True:
-            first = self._queue.get()
+            first = transfers.get()
             if first is None:
                 return
             group = [first]
-            stopping = self._collect(group)
+            stopping = self._collect(transfers, group)
             try:
                 self._write_group(group)
             except BaseException as error:  # never leave a request waiting, whatever happened
@@ -282,18 +287,18 @@ class CoalescingTransferWriter(DirectTransferWriter):
             if stopping:
                 return
 
-    def _collect(self, group: list[_QueuedTransfer]) -> bool:
+    def _collect(self, transfers: queue.SimpleQueue[_QueuedTransfer | None], group: list[_QueuedTransfer]) -> bool:
         """Adds queued transfers until the group is full or the wait is over; True when told to stop meanwhile."""
         deadline = self._clock() + self._max_wait_seconds
         while len(group) < self._max_group:
             try:
-                queued = self._queue.get_nowait()
+                queued = transfers.get_nowait()
             except queue.Empty:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return False
                 try:
-                    queued = self._queue.get(timeout=remaining)
+                    queued = transfers.get(timeout=remaining)
                 except queue.Empty:
                     return False
             if queued is None:
