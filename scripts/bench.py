@@ -45,6 +45,8 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 if str(REPOSITORY) not in sys.path:
     sys.path.insert(0, str(REPOSITORY))
 
+from ledger.infrastructure.structured_logging import configure_logging  # noqa: E402
+from scripts.throughput import cpu_usage  # noqa: E402
 from scripts.throughput.environment import BenchEnvironment  # noqa: E402
 from scripts.throughput.in_process import run_in_process  # noqa: E402
 from scripts.throughput.raw_sql import PgbenchResult, pgbench_script, run_pgbench  # noqa: E402
@@ -97,6 +99,7 @@ def main() -> int:
     if not 1 <= arguments.batch_size <= 1000:
         parser.error("--batch-size is 1..1000")
 
+    configure_logging("WARNING", "console", stream=sys.stderr)  # stdout is for the table
     report = BenchReport(started_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
     started = time.monotonic()
     environment = BenchEnvironment(progress=progress, pool_size=arguments.threads)
@@ -155,6 +158,7 @@ def measure_raw(
             script.write_text(pgbench_script(ledger, per_transaction, hot), encoding="utf-8")
             runs: list[PgbenchResult] = []
             for count in clients:
+                before = cpu_usage.snapshot()
                 result = run_pgbench(
                     target,
                     script,
@@ -164,10 +168,11 @@ def measure_raw(
                     transfers_per_transaction=per_transaction,
                     hot=hot,
                 )
+                busy = cpu_usage.snapshot().busy_percent_since(before)
                 runs.append(result)
                 progress(
                     f"raw SQL {shape} with {count} connections: {result.tps:,.0f} txn/s ="
-                    f" {result.transfers_per_second:,.0f} transfers/s, {result.failed} failed"
+                    f" {result.transfers_per_second:,.0f} transfers/s, {result.failed} failed, CPU {busy:.0f}% busy"
                 )
             best = max(runs, key=lambda run: run.transfers_per_second)
             report.add(
@@ -187,6 +192,7 @@ def measure_in_process(
 ) -> None:
     for hot in (False, True):
         shape = "hot" if hot else "uniform"
+        before = cpu_usage.snapshot([os.getpid()])
         result = run_in_process(
             environment.container,
             ledger,
@@ -196,10 +202,14 @@ def measure_in_process(
             seconds=arguments.seconds,
             seed=arguments.seed + (1 if hot else 0),
         )
+        after = cpu_usage.snapshot([os.getpid()])
         errors = sum(result.errors.values())
+        busy = after.busy_percent_since(before)
+        cpu_ms = 1000 * after.process_seconds_since(before) / result.posted if result.posted else None
         progress(
             f"in-process {shape} ({result.writer}, {result.threads} threads): "
-            f"{result.transfers_per_second:,.0f} transfers/s, errors {dict(result.errors) or 0}"
+            f"{result.transfers_per_second:,.0f} transfers/s, errors {dict(result.errors) or 0}, CPU {busy:.0f}% busy,"
+            f" this process {cpu_ms or 0:.1f} CPU ms per transfer"
         )
         latencies = sorted(result.latencies_ms)
         report.add(
@@ -211,7 +221,13 @@ def measure_in_process(
                 p50_ms=latencies[len(latencies) // 2] if latencies else None,
                 p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else None,
                 notes=f"{result.writer}, {result.threads} threads (closed loop)",
-                details={"writer": result.writer, "errors": dict(result.errors), "posted": result.posted},
+                details={
+                    "writer": result.writer,
+                    "errors": dict(result.errors),
+                    "posted": result.posted,
+                    "machine_cpu_busy_percent": busy,
+                    "process_cpu_ms_per_transfer": cpu_ms,
+                },
             )
         )
 
@@ -243,6 +259,8 @@ def measure_http(
             f"--seed={arguments.seed}",
             *(["--hot"] if hot else []),
         ]
+        workers = served.worker_pids()
+        before = cpu_usage.snapshot(workers)
         env = {**os.environ, "BENCH_API_KEY": environment.admin_token}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
         done = subprocess.run(
@@ -250,10 +268,18 @@ def measure_http(
         )
         if done.returncode != 0:
             raise RuntimeError(f"load generator {mode} exited {done.returncode}:\n{done.stderr[-3000:]}")
+        after = cpu_usage.snapshot(workers)
         figures = json.loads(done.stdout)
+        requests = figures["requests_including_warmup"] or 1
+        # Over the whole load process (warm-up and the generator's start included): where the CPU goes, roughly.
+        figures["machine_cpu_busy_percent"] = after.busy_percent_since(before)
+        figures["server_cpu_ms_per_request"] = round(1000 * after.process_seconds_since(before) / requests, 2)
         progress(
             f"HTTP {mode}{' hot' if hot else ''}: {figures['transfers_per_second']:,.0f} transfers/s,"
-            f" p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, statuses {figures['statuses']}"
+            f" p50 {_ms(figures['p50_ms'])} ms, p99 {_ms(figures['p99_ms'])} ms, statuses {figures['statuses']},"
+            f" CPU {figures['machine_cpu_busy_percent']:.0f}% busy, servers"
+            f" {figures['server_cpu_ms_per_request']:.1f} CPU ms per request,"
+            f" load generator {figures['generator_cpu_seconds']:.1f} CPU s"
         )
         return figures
 
@@ -290,6 +316,10 @@ def measure_http(
     for pid, kib in served.worker_peak_rss_kib().items():
         report.peak_rss_kib[f"worker {pid}"] = kib
     served.stop()
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ class Load:
         self.rng = random.Random(arguments.seed)
         self.prefix = f"{arguments.mode}-{'hot' if arguments.hot else 'uniform'}-{uuid.uuid4().hex[:12]}"
         self.sequence = 0
+        self.answered = 0  # warm-up included
         self.figures = LoadFigures()
         self.counting_from = 0.0
         self.ends = 0.0
@@ -116,6 +117,7 @@ class Load:
                     sample = text
         except (aiohttp.ClientError, TimeoutError) as error:
             status, sample = type(error).__name__, str(error)
+        self.answered += 1
         if scheduled >= self.counting_from:
             self.figures.record(status, (time.monotonic() - scheduled) * 1000, transfers, sample)
 
@@ -166,6 +168,7 @@ class Load:
             "rate": arguments.rate,
             "seconds": round(elapsed, 3),
             "requests": figures.requests,
+            "requests_including_warmup": self.answered,
             "ok": figures.ok,
             "non_2xx": figures.requests - figures.ok,
             "statuses": dict(figures.statuses),

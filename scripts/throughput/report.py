@@ -148,7 +148,9 @@ class BenchReport:
         """Horizontal bars of transfers per second, one per measurement; hand-written SVG, no plotting library."""
         items = list(self.measurements.values())
         width, label_width, bar_height, gap, top = 960, 380, 22, 8, 50
-        height = top + len(items) * (bar_height + gap) + 30
+        checks = self.targets()
+        bars_end = top + len(items) * (bar_height + gap)
+        height = bars_end + 50 + 18 * len(checks)
         scale_max = max((m.transfers_per_second for m in items), default=1.0) or 1.0
         room = width - label_width - 110
         parts = [
@@ -172,9 +174,17 @@ class BenchReport:
                 f"{m.transfers_per_second:,.0f}{' (errors)' if m.errors else ''}</text>",
             ]
         parts.append(
-            f'<text x="10" y="{height - 10}" fill="#555">grey: raw SQL (pgbench), blue: in-process services, '
+            f'<text x="10" y="{bars_end + 14}" fill="#555">grey: raw SQL (pgbench), blue: in-process services, '
             "green: HTTP API, red: a run with errors</text>"
         )
+        for number, check in enumerate(checks):
+            measured = "-" if check.measured is None else f"{check.measured:,.2f}{check.unit}"
+            required = f"{'<=' if check.at_most else '>='} {check.required:,.2f}{check.unit}"
+            colour = "#1e8449" if check.passed else "#c0392b"
+            parts.append(
+                f'<text x="10" y="{bars_end + 40 + 18 * number}" fill="{colour}">{check.verdict}: '
+                f"{html.escape(check.name)}: {html.escape(measured)} (target {html.escape(required)})</text>"
+            )
         parts.append("</svg>")
         return "\n".join(parts) + "\n"
 

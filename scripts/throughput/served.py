@@ -48,13 +48,16 @@ class BenchServer(ServedLedger):
         environment.update(self.settings.environment())
         return environment
 
-    def worker_peak_rss_kib(self) -> dict[int, int]:
-        """VmHWM of every uvicorn worker process (the serving process itself when it has no workers)."""
+    def worker_pids(self) -> list[int]:
+        """The uvicorn worker processes (the serving process itself when it has no workers)."""
         process = self._process
         if process is None:
-            return {}
-        workers = [pid for pid in _descendants(process.pid) if not _is_helper(pid)] or [process.pid]
-        peaks = {pid: _peak_rss_kib(pid) for pid in workers}
+            return []
+        return [pid for pid in _descendants(process.pid) if not _is_helper(pid)] or [process.pid]
+
+    def worker_peak_rss_kib(self) -> dict[int, int]:
+        """VmHWM of every worker process: the most resident memory each had at any moment."""
+        peaks = {pid: _peak_rss_kib(pid) for pid in self.worker_pids()}
         return {pid: peak for pid, peak in peaks.items() if peak is not None}
 
 
