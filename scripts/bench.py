@@ -46,22 +46,13 @@ if str(REPOSITORY) not in sys.path:
     sys.path.insert(0, str(REPOSITORY))
 
 from ledger.infrastructure.structured_logging import configure_logging  # noqa: E402
-from scripts.throughput import cpu_usage  # noqa: E402
+from scripts.throughput import cpu_usage, long_history  # noqa: E402
 from scripts.throughput.environment import BenchEnvironment  # noqa: E402
 from scripts.throughput.in_process import run_in_process  # noqa: E402
 from scripts.throughput.raw_sql import PgbenchResult, pgbench_script, run_pgbench  # noqa: E402
 from scripts.throughput.report import BenchReport, Measurement, machine_facts  # noqa: E402
 from scripts.throughput.served import ServeSettings  # noqa: E402
 from scripts.throughput.workload import ACCOUNTS, BenchLedger, seed_ledger  # noqa: E402
-
-# ---- HOOK: the 1,000,000-posting part (balance read at 1M postings, verify/export RSS) lives in
-# scripts/throughput/long_history.py, built on another branch. It runs here when the module exists; until then it is
-# skipped. Its contract: long_history.run(environment=..., report=..., progress=..., seconds=...) -> dict for the
-# JSON (it may also add Measurement rows or peak RSS entries to the report itself). ----
-try:
-    from scripts.throughput import long_history  # type: ignore[attr-defined]
-except ImportError:
-    long_history = None
 
 RAW_NAMESPACE = 0x8001
 SERVICE_NAMESPACE = 0x8002
@@ -86,6 +77,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=100, help="transfers per batch request")
     parser.add_argument("--skip", default="", help=f"comma-separated phases to skip: {', '.join(PHASES)}")
     parser.add_argument("--skip-long-history", action="store_true", help="skip the 1,000,000-posting part")
+    parser.add_argument(
+        "--long-history-postings", type=int, default=1_000_000, help="postings on the long account (default 1,000,000)"
+    )
     parser.add_argument("--output", type=Path, default=REPOSITORY / "bench-results", help="where JSON and SVG go")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     parser.add_argument("--seed", type=int, default=20_261_122, help="seed of the random account choices")
@@ -127,10 +121,13 @@ def main() -> int:
                 measure_in_process(environment, ledger, arguments, report)
             if "http" not in skipped:
                 measure_http(environment, ledger, arguments, report)
-        if long_history is not None and not arguments.skip_long_history:  # ---- HOOK (see above) ----
-            progress("long history: 1,000,000 postings")
+        if not arguments.skip_long_history:
+            # Its own PostgreSQL (a data directory of a few GB): the balance read at 1,000 and at N postings, and
+            # `ledger verify` and `ledger export statement` over N postings with their peak RSS.
+            environment.container.shutdown_resources()
+            progress(f"long history: {arguments.long_history_postings:,} postings on one account")
             report.extra["long_history"] = long_history.run(
-                environment=environment, report=report, progress=progress, seconds=arguments.seconds
+                environment.directory / "long-history", arguments.long_history_postings, progress
             )
     except KeyboardInterrupt:
         progress("interrupted: stopping the servers and PostgreSQL, removing the temporary directory")

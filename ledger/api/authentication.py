@@ -5,9 +5,9 @@ import time
 from typing import Annotated
 
 import structlog
-from dependency_injector.wiring import Provide, inject
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from ledger.api.problems import ApiProblem
 from ledger.domain.api_keys import ApiKeyRole, ApiKeyService, Principal
@@ -42,15 +42,18 @@ class RateLimiter:
             return (1.0 - tokens) / self._per_second
 
 
-@inject
-def authenticated_principal(
+async def authenticated_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
-    keys: Annotated[ApiKeyService, Depends(Provide["api_key_service"])],
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
+    """Runs on the event loop: a key looked up in the last few seconds is checked from the cache with no thread
+    hop; only a cache miss reads the store, in the thread pool."""
     token = credentials.credentials if credentials is not None else x_api_key
-    principal = keys.authenticate(token)
+    keys: ApiKeyService = request.app.state.container.api_key_service()
+    principal = keys.authenticate_from_cache(token)
+    if principal is None:
+        principal = await run_in_threadpool(keys.authenticate, token)
     limiter: RateLimiter = request.app.state.rate_limiter
     wait = limiter.retry_after(principal.key_id)
     if wait is not None:
@@ -64,12 +67,12 @@ def authenticated_principal(
     return principal
 
 
-def reader(principal: Annotated[Principal, Depends(authenticated_principal)]) -> Principal:
+async def reader(principal: Annotated[Principal, Depends(authenticated_principal)]) -> Principal:
     principal.require(ApiKeyRole.READ)
     return principal
 
 
-def writer(principal: Annotated[Principal, Depends(authenticated_principal)]) -> Principal:
+async def writer(principal: Annotated[Principal, Depends(authenticated_principal)]) -> Principal:
     principal.require(ApiKeyRole.WRITE)
     return principal
 

@@ -19,7 +19,7 @@ from ledger.domain.idempotency import IdempotentRequest, RecordedResponse, check
 Outcome = TypeVar("Outcome")
 
 
-def idempotency_key(
+async def idempotency_key(
     key: Annotated[
         str | None,
         Header(

@@ -141,26 +141,50 @@ class ApiKeyService:
 
     def authenticate(self, token: str | None) -> Principal:
         """401 for a missing, malformed, unknown or revoked key, without saying which."""
-        if not token:
-            raise Unauthenticated("an API key is required (Authorization: Bearer tlk_...)", code="unauthenticated")
-        match = _TOKEN.match(token)
-        if match is None:
-            raise Unauthenticated("the API key is not valid", code="invalid_api_key")
-        key_id, secret = match.groups()
-        key = self._lookup(key_id)
-        if key is None or not key.active or not hmac.compare_digest(key.secret_hash, hash_secret(key_id, secret)):
-            raise Unauthenticated("the API key is not valid", code="invalid_api_key")
-        return Principal(tenant_id=key.tenant_id, key_id=key.id, role=key.role)
+        key_id, secret = _token_parts(token)
+        return _principal(self._lookup(key_id), key_id, secret)
 
-    def _lookup(self, key_id: str) -> ApiKey | None:
+    def authenticate_from_cache(self, token: str | None) -> Principal | None:
+        """Like ``authenticate`` when the key was looked up less than ``cache_seconds`` ago; None when it must be
+        read from the store (then call ``authenticate``). Never blocks, so an event loop may call it."""
+        key_id, secret = _token_parts(token)
+        cached = self._cached(key_id)
+        if cached is None:
+            return None
+        return _principal(cached[0], key_id, secret)
+
+    def _cached(self, key_id: str) -> tuple[ApiKey | None] | None:
         now = self._monotonic()
         with self._cache_lock:
             cached = self._cache.get(key_id)
         if cached is not None and now - cached[0] < self._cache_seconds:
-            return cached[1]
+            return (cached[1],)
+        return None
+
+    def _lookup(self, key_id: str) -> ApiKey | None:
+        cached = self._cached(key_id)
+        if cached is not None:
+            return cached[0]
+        now = self._monotonic()
         key = self._runner.read(lambda uow: uow.api_keys.get(key_id))
         with self._cache_lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[key_id] = (now, key)
         return key
+
+
+def _token_parts(token: str | None) -> tuple[str, str]:
+    if not token:
+        raise Unauthenticated("an API key is required (Authorization: Bearer tlk_...)", code="unauthenticated")
+    match = _TOKEN.match(token)
+    if match is None:
+        raise Unauthenticated("the API key is not valid", code="invalid_api_key")
+    key_id, secret = match.groups()
+    return key_id, secret
+
+
+def _principal(key: ApiKey | None, key_id: str, secret: str) -> Principal:
+    if key is None or not key.active or not hmac.compare_digest(key.secret_hash, hash_secret(key_id, secret)):
+        raise Unauthenticated("the API key is not valid", code="invalid_api_key")
+    return Principal(tenant_id=key.tenant_id, key_id=key.id, role=key.role)

@@ -71,6 +71,13 @@ MAX_WAIT_FOR_OUTCOME_SECONDS = 120.0
 TenantKey = tuple[uuid.UUID, str]
 
 
+def outcome_unknown() -> ServiceUnavailable:
+    """What a request answers when its transfer's outcome did not come within MAX_WAIT_FOR_OUTCOME_SECONDS."""
+    return ServiceUnavailable(
+        "the transfer's outcome is not known yet; retry with the same Idempotency-Key", code="transfer_outcome_unknown"
+    )
+
+
 class _RunSingly(Exception):
     """Told to a request whose transfer must go through the single-transfer path instead of its group."""
 
@@ -84,6 +91,7 @@ class _QueuedTransfer:
     draft: TransferDraft | None
     operation: TrustOperation | None
     request: IdempotentRequest[Transfer] | None
+    on_done: Callable[[], None] | None = None
     transfer_id: uuid.UUID = field(default_factory=uuid.uuid4)
     done: threading.Event = field(default_factory=threading.Event)
     outcome: Transfer | RecordedResponse | None = None
@@ -95,11 +103,26 @@ class _QueuedTransfer:
 
     def resolve(self, outcome: Transfer | RecordedResponse) -> None:
         self.outcome = outcome
-        self.done.set()
+        self._finish()
 
     def fail(self, error: BaseException) -> None:
         self.error = error
+        self._finish()
+
+    def _finish(self) -> None:
         self.done.set()
+        if self.on_done is not None:
+            self.on_done()
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWrite:
+    """A write handed to a writer without waiting for it (what an event loop does). Once ``on_done`` has been
+    called, ``outcome()`` gives the recorded response or raises the refusal. When ``blocking()`` is true it still
+    has database work to do (the single-transfer path) and belongs in a thread, not on the event loop."""
+
+    outcome: Callable[[], RecordedResponse]
+    blocking: Callable[[], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +148,24 @@ class TransferWriter(Protocol):
     def execute_idempotently(
         self, request: IdempotentRequest[Transfer], tenant_id: uuid.UUID, actor: str, operation: TrustOperation
     ) -> RecordedResponse: ...
+
+    def enqueue_transfer(
+        self,
+        request: IdempotentRequest[Transfer],
+        tenant_id: uuid.UUID,
+        actor: str,
+        draft: TransferDraft,
+        on_done: Callable[[], None],
+    ) -> PendingWrite: ...
+
+    def enqueue_operation(
+        self,
+        request: IdempotentRequest[Transfer],
+        tenant_id: uuid.UUID,
+        actor: str,
+        operation: TrustOperation,
+        on_done: Callable[[], None],
+    ) -> PendingWrite: ...
 
     def close(self) -> None: ...
 
@@ -153,6 +194,31 @@ class DirectTransferWriter:
         self, request: IdempotentRequest[Transfer], tenant_id: uuid.UUID, actor: str, operation: TrustOperation
     ) -> RecordedResponse:
         return self._runner.run_idempotently(request, self._trust_service.command(tenant_id, actor, operation))
+
+    def enqueue_transfer(
+        self,
+        request: IdempotentRequest[Transfer],
+        tenant_id: uuid.UUID,
+        actor: str,
+        draft: TransferDraft,
+        on_done: Callable[[], None],
+    ) -> PendingWrite:
+        """Nothing to wait for: the whole write happens when the outcome is asked for, in the caller's thread."""
+        command = self._transfer_service.post_transfer_command(tenant_id, actor, draft)
+        on_done()
+        return PendingWrite(lambda: self._runner.run_idempotently(request, command), lambda: True)
+
+    def enqueue_operation(
+        self,
+        request: IdempotentRequest[Transfer],
+        tenant_id: uuid.UUID,
+        actor: str,
+        operation: TrustOperation,
+        on_done: Callable[[], None],
+    ) -> PendingWrite:
+        command = self._trust_service.command(tenant_id, actor, operation)
+        on_done()
+        return PendingWrite(lambda: self._runner.run_idempotently(request, command), lambda: True)
 
     def close(self) -> None:
         return None
@@ -216,6 +282,41 @@ class CoalescingTransferWriter(DirectTransferWriter):
         assert isinstance(outcome, RecordedResponse)
         return outcome
 
+    def enqueue_transfer(
+        self,
+        request: IdempotentRequest[Transfer],
+        tenant_id: uuid.UUID,
+        actor: str,
+        draft: TransferDraft,
+        on_done: Callable[[], None],
+    ) -> PendingWrite:
+        check_idempotency_key(request.key)
+        validate_draft(draft, max_metadata_bytes=self._max_metadata_bytes)
+        check_actor(actor)
+        return self._pending(self._enqueue(_QueuedTransfer(tenant_id, actor, draft, None, request, on_done)))
+
+    def enqueue_operation(
+        self,
+        request: IdempotentRequest[Transfer],
+        tenant_id: uuid.UUID,
+        actor: str,
+        operation: TrustOperation,
+        on_done: Callable[[], None],
+    ) -> PendingWrite:
+        if not operation.cleared:
+            return super().enqueue_operation(request, tenant_id, actor, operation, on_done)
+        check_idempotency_key(request.key)
+        self._trust_service.check_operation(actor, operation)
+        return self._pending(self._enqueue(_QueuedTransfer(tenant_id, actor, None, operation, request, on_done)))
+
+    def _pending(self, queued: _QueuedTransfer) -> PendingWrite:
+        def outcome() -> RecordedResponse:
+            recorded = self._outcome(queued)
+            assert isinstance(recorded, RecordedResponse)
+            return recorded
+
+        return PendingWrite(outcome, lambda: isinstance(queued.error, _RunSingly))
+
     def statistics(self) -> CoalescingStatistics:
         with self._state_lock:
             return CoalescingStatistics(self._groups, self._grouped, self._largest, self._singly)
@@ -232,15 +333,19 @@ class CoalescingTransferWriter(DirectTransferWriter):
             thread.join(timeout=30)
 
     def _submit(self, queued: _QueuedTransfer) -> Transfer | RecordedResponse:
+        self._enqueue(queued)
+        if not queued.done.wait(MAX_WAIT_FOR_OUTCOME_SECONDS):
+            raise outcome_unknown()
+        return self._outcome(queued)
+
+    def _enqueue(self, queued: _QueuedTransfer) -> _QueuedTransfer:
         with self._state_lock:
             # Queued under the lock that ``close`` takes: every transfer queued before its stop signals is written.
             self._start_writers()
             self._queue.put(queued)
-        if not queued.done.wait(MAX_WAIT_FOR_OUTCOME_SECONDS):
-            raise ServiceUnavailable(
-                "the transfer's outcome is not known yet; retry with the same Idempotency-Key",
-                code="transfer_outcome_unknown",
-            )
+        return queued
+
+    def _outcome(self, queued: _QueuedTransfer) -> Transfer | RecordedResponse:
         if isinstance(queued.error, _RunSingly):
             return self._post_singly(queued)
         if queued.error is not None:

@@ -1,7 +1,7 @@
 """Our service in-process: threads posting single transfers through the container's domain services (no HTTP).
 
-Uses ``container.coalescing_transfer_writer().post(tenant_id, actor, draft)`` when the container has that provider
-(it groups concurrent single transfers into one transaction), else ``container.transfer_service().post_transfer``.
+Uses ``container.transfer_writer().post(tenant_id, actor, draft)``: the coalescing writer (concurrent single transfers
+share one transaction) unless LEDGER_COALESCING_ENABLED=false, which gives one transaction per transfer.
 """
 
 from __future__ import annotations
@@ -37,12 +37,8 @@ class InProcessResult:
 
 def transfer_writer(container: Container, ledger: BenchLedger) -> tuple[str, Post]:
     """(name of what posts, how to post one draft)."""
-    coalescing = getattr(container, "coalescing_transfer_writer", None)
-    if coalescing is not None:
-        writer = coalescing()
-        return "coalescing_transfer_writer", lambda draft: writer.post(ledger.tenant_id, ACTOR, draft)
-    service = container.transfer_service()
-    return "transfer_service", lambda draft: service.post_transfer(ledger.tenant_id, ACTOR, draft)
+    writer = container.transfer_writer()
+    return type(writer).__name__, lambda draft: writer.post(ledger.tenant_id, ACTOR, draft)
 
 
 def run_in_process(

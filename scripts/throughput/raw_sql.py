@@ -13,7 +13,7 @@ service role through ``TransactionRunner.run_idempotently``, the statements of o
     SELECT clock_timestamp()
     INSERT INTO transfers (...) VALUES (...)          -- one row per transfer (a batch: one multi-row statement)
     INSERT INTO postings (...) VALUES (...), (...)    -- every posting of the transaction in one statement
-    UPDATE accounts SET posted_debits=..., ..., chain_head=... WHERE accounts.id = ...   -- one per account
+    UPDATE accounts AS account SET ... FROM unnest(<arrays of the new states>) ... -- every account in one statement
     SELECT clock_timestamp()
     INSERT INTO idempotency_records (...) VALUES (...)   -- the rendered response as JSONB
     COMMIT
@@ -139,18 +139,25 @@ def pgbench_script(ledger: BenchLedger, transfers_per_transaction: int, hot: boo
         " JOIN accounts a ON a.id = legs.account_id"
         " WINDOW running AS (PARTITION BY a.id ORDER BY legs.ordinal);",
     ]
+    # Every account of the transaction in one UPDATE, as AccountRepository.save does (it sends arrays to unnest).
+    new_states = []
     for variable in accounts:
         own = [leg for leg in legs if leg.account_variable == variable]
         debits = " + ".join(f":{leg.amount_variable}" for leg in own if leg.side == "debit") or "0"
         credits = " + ".join(f":{leg.amount_variable}" for leg in own if leg.side == "credit") or "0"
-        lines.append(
-            f"UPDATE accounts SET posted_debits=posted_debits + ({debits}),"
-            f" posted_credits=posted_credits + ({credits}),"
-            " pending_debits=pending_debits, pending_credits=pending_credits,"
-            f" version=version + {len(own)}, status=status,"
-            f" chain_head=sha256(convert_to({KEY_EXPRESSION} || '-{variable}', 'UTF8')),"
-            f" uncleared_credits=uncleared_credits WHERE accounts.id = {uuid_of(variable)};"
+        new_states.append(
+            f"({uuid_of(variable)}, ({debits})::bigint, ({credits})::bigint, {len(own)},"
+            f" sha256(convert_to({KEY_EXPRESSION} || '-{variable}', 'UTF8')))"
         )
+    lines.append(
+        "UPDATE accounts AS account SET posted_debits = account.posted_debits + new.debits,"
+        " posted_credits = account.posted_credits + new.credits,"
+        " pending_debits = account.pending_debits, pending_credits = account.pending_credits,"
+        " version = account.version + new.postings, status = account.status, chain_head = new.chain_head,"
+        " uncleared_credits = account.uncleared_credits FROM (VALUES "
+        + ", ".join(new_states)
+        + ") AS new (id, debits, credits, postings, chain_head) WHERE account.id = new.id;"
+    )
     lines += [
         "SELECT clock_timestamp();",
         "INSERT INTO idempotency_records (tenant_id, key, fingerprint, status_code, body, recorded_at) VALUES"

@@ -101,6 +101,31 @@ class BenchReport:
                 at_most=True,
             ),
             TargetCheck("non-2xx answers during the HTTP runs", float(errors), 0.0, "", at_most=True),
+            *self._long_history_targets(),
+        ]
+
+    def _long_history_targets(self) -> list[TargetCheck]:
+        figures = self.extra.get("long_history")
+        if not figures:
+            return []
+        read, verify, export = figures["balance_read"], figures["verify"], figures["export"]
+        postings = f"{figures['postings_long']:,}"
+        return [
+            TargetCheck(f"balance read at {postings} / at 1,000 postings (mean)", read["ratio_mean"], 1.2, "x", True),
+            TargetCheck(
+                f"ledger verify peak RSS, {postings} postings (succeeded, progress shown)",
+                verify["peak_rss_mb"] if verify["ok"] and verify["progress_lines"] else None,
+                200.0,
+                "MB",
+                True,
+            ),
+            TargetCheck(
+                f"statement export peak RSS, {postings} postings (complete, progress shown)",
+                export["peak_rss_mb"] if export["ok"] and export["progress_lines"] else None,
+                200.0,
+                "MB",
+                True,
+            ),
         ]
 
     def table(self) -> str:
@@ -199,25 +224,6 @@ class BenchReport:
         return json_path, svg_path
 
 
-def fdatasyncs_per_second(directory: Path, count: int = 200) -> float:
-    """8 kB write + fdatasync, like a WAL flush at commit, on the disk the benchmark's PostgreSQL writes to."""
-    import time
-
-    path = directory / "fdatasync.probe"
-    block = b"\0" * 8192
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        started = time.perf_counter()
-        for _ in range(count):
-            os.pwrite(descriptor, block, 0)
-            os.fdatasync(descriptor)
-        elapsed = time.perf_counter() - started
-    finally:
-        os.close(descriptor)
-        path.unlink(missing_ok=True)
-    return round(count / elapsed, 1)
-
-
 def machine_facts(server_version: str, data_directory: Path) -> dict[str, Any]:
     cpu_model = "unknown"
     memory_kib = 0
@@ -239,7 +245,6 @@ def machine_facts(server_version: str, data_directory: Path) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gib": round(memory_kib / 1024 / 1024, 1),
         "postgresql": server_version,
-        "fdatasyncs_per_second": fdatasyncs_per_second(data_directory),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "git_commit": commit or "unknown",

@@ -1,11 +1,15 @@
 """Transfers (journal entries) and the trust operations built on them."""
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import Callable
 from typing import Annotated
 
 from dependency_injector.wiring import Provide, inject
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from ledger.api.authentication import Reader, Writer
 from ledger.api.idempotent_writes import idempotency_key, idempotent_request, recorded_response
@@ -24,9 +28,15 @@ from ledger.api.schemas import (
     TrustOperationBase,
 )
 from ledger.domain.api_keys import Principal
+from ledger.domain.idempotency import RecordedResponse
 from ledger.domain.transactions import TransactionRunner
 from ledger.domain.transfer_batches import TransferBatchService
-from ledger.domain.transfer_coalescing import TransferWriter
+from ledger.domain.transfer_coalescing import (
+    MAX_WAIT_FOR_OUTCOME_SECONDS,
+    PendingWrite,
+    TransferWriter,
+    outcome_unknown,
+)
 from ledger.domain.transfer_service import TransferService
 from ledger.domain.transfers import PostingDraft, TransferDraft
 from ledger.domain.trust_operations import TrustOperationKind
@@ -35,7 +45,15 @@ router = APIRouter(prefix="/v1", tags=["transfers"])
 
 TransferServiceDependency = Annotated[TransferService, Depends(Provide["transfer_service"])]
 TransferBatchServiceDependency = Annotated[TransferBatchService, Depends(Provide["transfer_batch_service"])]
-TransferWriterDependency = Annotated[TransferWriter, Depends(Provide["transfer_writer"])]
+
+
+async def _transfer_writer(request: Request) -> TransferWriter:
+    """The container's one writer (an async dependency: no thread hop to hand it over)."""
+    writer: TransferWriter = request.app.state.container.transfer_writer()
+    return writer
+
+
+TransferWriterDependency = Annotated[TransferWriter, Depends(_transfer_writer)]
 RunnerDependency = Annotated[TransactionRunner, Depends(Provide["transaction_runner"])]
 IdempotencyKey = Annotated[str, Depends(idempotency_key)]
 _WRITE_PROBLEMS = problem_responses(400, 404, 409, 413, 415, 422, 503)
@@ -48,15 +66,15 @@ _WRITE_PROBLEMS = problem_responses(400, 404, 409, 413, 415, 422, 503)
     response_model=TransferOut,
     responses=_WRITE_PROBLEMS,
 )
-@inject
-def post_transfer(
+async def post_transfer(
     request: Request,
     principal: Writer,
     body: TransferCreate,
     key: IdempotencyKey,
     writer: TransferWriterDependency,
 ) -> JSONResponse:
-    """Goes through the coalescing writer: concurrent requests share one transaction, each with its own result."""
+    """Goes through the coalescing writer: concurrent requests share one transaction, each with its own result. The
+    request waits on the event loop, not in a thread."""
     draft = TransferDraft(
         ledger_id=body.ledger_id,
         postings=tuple(
@@ -70,7 +88,10 @@ def post_transfer(
     idempotent = idempotent_request(
         request, tenant_id=principal.tenant_id, key=key, payload=body, success_status=201, to_body=TransferOut.of
     )
-    return recorded_response(writer.post_idempotently(idempotent, principal.tenant_id, principal.actor, draft))
+    tenant_id, actor = principal.tenant_id, principal.actor
+    return recorded_response(
+        await _written(lambda on_done: writer.enqueue_transfer(idempotent, tenant_id, actor, draft, on_done))
+    )
 
 
 @router.post(
@@ -142,7 +163,27 @@ def reverse_transfer(
     return recorded_response(runner.run_idempotently(idempotent, command))
 
 
-def _run_trust_operation(
+async def _written(enqueue: Callable[[Callable[[], None]], PendingWrite]) -> RecordedResponse:
+    """Hands a write to the writer and waits for its outcome on the event loop (the writer's thread wakes it); only
+    a write that still has database work to do (the single-transfer path) takes a thread of the pool."""
+    loop = asyncio.get_running_loop()
+    written = asyncio.Event()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
+            loop.call_soon_threadsafe(written.set)
+
+    pending = enqueue(wake)
+    try:
+        await asyncio.wait_for(written.wait(), MAX_WAIT_FOR_OUTCOME_SECONDS)
+    except TimeoutError:
+        raise outcome_unknown() from None
+    if pending.blocking():
+        return await run_in_threadpool(pending.outcome)
+    return pending.outcome()
+
+
+async def _run_trust_operation(
     request: Request,
     principal: Principal,
     key: str,
@@ -157,7 +198,10 @@ def _run_trust_operation(
     idempotent = idempotent_request(
         request, tenant_id=principal.tenant_id, key=key, payload=body, success_status=201, to_body=TransferOut.of
     )
-    return recorded_response(writer.execute_idempotently(idempotent, principal.tenant_id, principal.actor, operation))
+    tenant_id, actor = principal.tenant_id, principal.actor
+    return recorded_response(
+        await _written(lambda on_done: writer.enqueue_operation(idempotent, tenant_id, actor, operation, on_done))
+    )
 
 
 @router.post(
@@ -168,8 +212,7 @@ def _run_trust_operation(
     responses=_WRITE_PROBLEMS,
     tags=["trust operations"],
 )
-@inject
-def deposit(
+async def deposit(
     request: Request,
     principal: Writer,
     ledger_id: uuid.UUID,
@@ -177,7 +220,7 @@ def deposit(
     key: IdempotencyKey,
     writer: TransferWriterDependency,
 ) -> JSONResponse:
-    return _run_trust_operation(request, principal, key, body, TrustOperationKind.DEPOSIT, ledger_id, writer)
+    return await _run_trust_operation(request, principal, key, body, TrustOperationKind.DEPOSIT, ledger_id, writer)
 
 
 @router.post(
@@ -188,8 +231,7 @@ def deposit(
     responses=_WRITE_PROBLEMS,
     tags=["trust operations"],
 )
-@inject
-def disburse(
+async def disburse(
     request: Request,
     principal: Writer,
     ledger_id: uuid.UUID,
@@ -197,7 +239,7 @@ def disburse(
     key: IdempotencyKey,
     writer: TransferWriterDependency,
 ) -> JSONResponse:
-    return _run_trust_operation(request, principal, key, body, TrustOperationKind.DISBURSEMENT, ledger_id, writer)
+    return await _run_trust_operation(request, principal, key, body, TrustOperationKind.DISBURSEMENT, ledger_id, writer)
 
 
 @router.post(
@@ -208,8 +250,7 @@ def disburse(
     responses=_WRITE_PROBLEMS,
     tags=["trust operations"],
 )
-@inject
-def transfer_between_clients(
+async def transfer_between_clients(
     request: Request,
     principal: Writer,
     ledger_id: uuid.UUID,
@@ -217,7 +258,9 @@ def transfer_between_clients(
     key: IdempotencyKey,
     writer: TransferWriterDependency,
 ) -> JSONResponse:
-    return _run_trust_operation(request, principal, key, body, TrustOperationKind.CLIENT_TRANSFER, ledger_id, writer)
+    return await _run_trust_operation(
+        request, principal, key, body, TrustOperationKind.CLIENT_TRANSFER, ledger_id, writer
+    )
 
 
 @router.post(
@@ -228,8 +271,7 @@ def transfer_between_clients(
     responses=_WRITE_PROBLEMS,
     tags=["trust operations"],
 )
-@inject
-def earned_fee(
+async def earned_fee(
     request: Request,
     principal: Writer,
     ledger_id: uuid.UUID,
@@ -237,7 +279,7 @@ def earned_fee(
     key: IdempotencyKey,
     writer: TransferWriterDependency,
 ) -> JSONResponse:
-    return _run_trust_operation(request, principal, key, body, TrustOperationKind.EARNED_FEE, ledger_id, writer)
+    return await _run_trust_operation(request, principal, key, body, TrustOperationKind.EARNED_FEE, ledger_id, writer)
 
 
 @router.post(
@@ -248,8 +290,7 @@ def earned_fee(
     responses=_WRITE_PROBLEMS,
     tags=["trust operations"],
 )
-@inject
-def firm_deposit(
+async def firm_deposit(
     request: Request,
     principal: Writer,
     ledger_id: uuid.UUID,
@@ -257,7 +298,7 @@ def firm_deposit(
     key: IdempotencyKey,
     writer: TransferWriterDependency,
 ) -> JSONResponse:
-    return _run_trust_operation(request, principal, key, body, TrustOperationKind.FIRM_DEPOSIT, ledger_id, writer)
+    return await _run_trust_operation(request, principal, key, body, TrustOperationKind.FIRM_DEPOSIT, ledger_id, writer)
 
 
 @router.post(
@@ -268,8 +309,7 @@ def firm_deposit(
     responses=_WRITE_PROBLEMS,
     tags=["trust operations"],
 )
-@inject
-def bank_charge(
+async def bank_charge(
     request: Request,
     principal: Writer,
     ledger_id: uuid.UUID,
@@ -277,4 +317,4 @@ def bank_charge(
     key: IdempotencyKey,
     writer: TransferWriterDependency,
 ) -> JSONResponse:
-    return _run_trust_operation(request, principal, key, body, TrustOperationKind.BANK_CHARGE, ledger_id, writer)
+    return await _run_trust_operation(request, principal, key, body, TrustOperationKind.BANK_CHARGE, ledger_id, writer)
