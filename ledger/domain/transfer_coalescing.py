@@ -64,7 +64,7 @@ from ledger.domain.trust_operations import TrustOperation, TrustService, trust_o
 
 DEFAULT_MAX_GROUP = 32
 DEFAULT_MAX_WAIT_SECONDS = 0.002
-DEFAULT_WRITER_THREADS = 4
+DEFAULT_WRITER_THREADS = 2
 # A request never waits for ever: past this its outcome is unknown (503; the retry with its key tells).
 MAX_WAIT_FOR_OUTCOME_SECONDS = 120.0
 

@@ -103,7 +103,7 @@ class LedgerSettings(BaseSettings):
     coalescing_enabled: bool = True
     coalescing_max_group: int = Field(default=32, ge=1, le=1000)
     coalescing_max_wait_ms: float = Field(default=2.0, ge=0, le=100)
-    coalescing_writer_threads: int = Field(default=4, ge=1, le=64)
+    coalescing_writer_threads: int = Field(default=2, ge=1, le=64)
 
     @model_validator(mode="after")
     def _thread_pool_larger_than_a_group(self) -> LedgerSettings:
